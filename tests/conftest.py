@@ -1,0 +1,31 @@
+"""Fixtures shared by every test: a private RabbitMQ vhost per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+RABBIT_HOST = os.environ.get("TEST_RABBIT_HOST", "127.0.0.1")
+RABBIT_MGMT = os.environ.get("TEST_RABBIT_MGMT", f"http://{RABBIT_HOST}:15672")
+RABBIT_USER = os.environ.get("TEST_RABBIT_USER", "guest")
+RABBIT_PASSWORD = os.environ.get("TEST_RABBIT_PASSWORD", "guest")
+
+
+@pytest.fixture
+async def amqp_url() -> AsyncIterator[str]:
+    """An AMQP URL to a vhost made for this test alone, deleted afterwards."""
+    vhost = f"test-{uuid.uuid4().hex[:12]}"
+    async with httpx.AsyncClient(
+        base_url=RABBIT_MGMT, auth=(RABBIT_USER, RABBIT_PASSWORD), timeout=30
+    ) as mgmt:
+        (await mgmt.put(f"/api/vhosts/{vhost}")).raise_for_status()
+        perms = {"configure": ".*", "write": ".*", "read": ".*"}
+        (await mgmt.put(f"/api/permissions/{vhost}/{RABBIT_USER}", json=perms)).raise_for_status()
+        try:
+            yield f"amqp://{RABBIT_USER}:{RABBIT_PASSWORD}@{RABBIT_HOST}:5672/{vhost}"
+        finally:
+            await mgmt.delete(f"/api/vhosts/{vhost}")
