@@ -1,0 +1,23 @@
+"""One plain async function per command type: command in, HeyGen calls, events out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from worker.handlers.lifecycle import create_session, ice, keepalive, start_session, stop_session
+from worker.handlers.listing import list_sessions
+from worker.handlers.speech import interrupt, speak
+
+Handler = Callable[[Any, Any], Awaitable[None]]
+
+HANDLERS: dict[str, Handler] = {
+    "session.create": create_session,
+    "session.start": start_session,
+    "session.ice": ice,
+    "session.speak": speak,
+    "session.interrupt": interrupt,
+    "session.stop": stop_session,
+    "session.keepalive": keepalive,
+    "sessions.list": list_sessions,
+}

@@ -1,0 +1,210 @@
+"""Commands producers publish to `avatar.commands`: one strict model per `type`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from contracts.common import (
+    DEFAULT_MAX_TEXT_CHARS,
+    LIMITS,
+    ContractModel,
+    Emotion,
+    MessageId,
+    Name,
+    Quality,
+    SessionId,
+    SessionState,
+    ShortStr,
+    StreamingVersion,
+    TaskMode,
+    TaskType,
+    VideoEncoding,
+    new_id,
+    require_type_in_schema,
+    utc_now,
+)
+
+
+class CommandBase(ContractModel):
+    """Fields common to every command."""
+
+    model_config = ConfigDict(json_schema_extra=require_type_in_schema)
+
+    type: str = Field(description="The command's name; also the AMQP `type` property.")
+    command_id: MessageId = Field(
+        default_factory=new_id,
+        description="Idempotency key, also the AMQP `message_id`; generated when omitted.",
+    )
+    correlation_id: ShortStr | None = Field(
+        default=None, description="Copied into every event the command causes."
+    )
+    deadline: AwareDatetime | None = Field(
+        default=None, description="Absolute time after which the worker will not execute it."
+    )
+    reply_to: ShortStr | None = Field(
+        default=None, description="Queue that also receives the command's events (replies)."
+    )
+    sent_at: AwareDatetime = Field(
+        default_factory=utc_now,
+        description="When the producer sent it (AMQP timestamps have 1 s resolution).",
+    )
+
+
+class SessionCommand(CommandBase):
+    """A command addressed to one logical session."""
+
+    session_id: SessionId = Field(description="The producer's stable id of the session.")
+
+
+class Voice(ContractModel):
+    voice_id: Name | None = None
+    rate: float = Field(default=1.0, ge=0.5, le=1.5)
+    emotion: Emotion | None = None
+
+
+class SttSettings(ContractModel):
+    provider: Literal["deepgram", "gladia"]
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class Sdp(ContractModel):
+    """The producer's WebRTC SDP answer (v1 sessions)."""
+
+    type: Literal["answer"] = "answer"
+    sdp: str = Field(min_length=1)
+
+
+class IceCandidate(ContractModel):
+    """A trickled WebRTC ICE candidate, as the browser's RTCIceCandidate.toJSON()."""
+
+    candidate: str
+    sdpMid: str | None = None
+    sdpMLineIndex: int | None = Field(default=None, ge=0)
+    usernameFragment: str | None = None
+
+
+class SessionCreate(SessionCommand):
+    """Create a HeyGen streaming session (`streaming.new` + `streaming.start`)."""
+
+    type: Literal["session.create"] = "session.create"
+    avatar_id: Name
+    voice: Voice | None = None
+    quality: Quality | None = None
+    video_encoding: VideoEncoding | None = None
+    version: StreamingVersion = StreamingVersion.V2
+    activity_idle_timeout: int | None = Field(
+        default=None, ge=30, le=3600, description="HeyGen's own idle close, in seconds."
+    )
+    knowledge_base: str | None = None
+    knowledge_base_id: str | None = None
+    language: str | None = Field(default=None, min_length=1, max_length=35)
+    stt_settings: SttSettings | None = None
+    idle_timeout_s: int | None = Field(
+        default=None, gt=0, description="Worker policy: stop after this long without speech."
+    )
+    max_duration_s: int | None = Field(
+        default=None, gt=0, description="Worker policy: stop after this long in any case."
+    )
+
+
+class SessionStart(SessionCommand):
+    """v1 only: send the WebRTC answer (`streaming.start`)."""
+
+    type: Literal["session.start"] = "session.start"
+    sdp: Sdp
+
+
+class SessionIce(SessionCommand):
+    """v1 only: trickle an ICE candidate (`streaming.ice`)."""
+
+    type: Literal["session.ice"] = "session.ice"
+    candidate: IceCandidate
+
+
+class SessionSpeak(SessionCommand):
+    """Make the avatar speak (`streaming.task`)."""
+
+    type: Literal["session.speak"] = "session.speak"
+    # The upper bound is enforced from LIMITS at validation time; the schema shows the default.
+    text: str = Field(min_length=1, json_schema_extra={"maxLength": DEFAULT_MAX_TEXT_CHARS})
+    task_type: TaskType = TaskType.REPEAT
+    task_mode: TaskMode = TaskMode.ASYNC
+
+    @field_validator("text")
+    @classmethod
+    def _text_within_limits(cls, text: str) -> str:
+        if len(text) > LIMITS.max_text_chars:
+            raise PydanticCustomError(
+                "string_too_long",
+                "String should have at most {max_length} characters",
+                {"max_length": LIMITS.max_text_chars},
+            )
+        if not text.strip():
+            raise PydanticCustomError("blank_text", "Text must not be blank")
+        return text
+
+
+class SessionInterrupt(SessionCommand):
+    """Cut the current speech (`streaming.interrupt`); not queued behind a running speak."""
+
+    type: Literal["session.interrupt"] = "session.interrupt"
+
+
+class SessionStop(SessionCommand):
+    """Stop the session (`streaming.stop`); preempts its queued speaks."""
+
+    type: Literal["session.stop"] = "session.stop"
+    reason: str | None = Field(default=None, max_length=200)
+
+
+class SessionKeepalive(SessionCommand):
+    """Send an explicit `streaming.keep_alive` (the worker also sends them on its own)."""
+
+    type: Literal["session.keepalive"] = "session.keepalive"
+
+
+class SessionsFilter(ContractModel):
+    session_ids: list[SessionId] | None = None
+    states: list[SessionState] | None = None
+
+
+class SessionsList(CommandBase):
+    """Ask for the sessions the worker knows; answered by `sessions.listed` to `reply_to`."""
+
+    type: Literal["sessions.list"] = "sessions.list"
+    filter: SessionsFilter = Field(default_factory=SessionsFilter)
+
+    @property
+    def session_id(self) -> None:
+        """No session: lets `command.session_id` work on every command."""
+        return None
+
+
+Command = Annotated[
+    SessionCreate
+    | SessionStart
+    | SessionIce
+    | SessionSpeak
+    | SessionInterrupt
+    | SessionStop
+    | SessionKeepalive
+    | SessionsList,
+    Field(discriminator="type"),
+]
+
+COMMAND_MODELS: tuple[type[CommandBase], ...] = (
+    SessionCreate,
+    SessionStart,
+    SessionIce,
+    SessionSpeak,
+    SessionInterrupt,
+    SessionStop,
+    SessionKeepalive,
+    SessionsList,
+)
+COMMAND_TYPES: dict[str, type[CommandBase]] = {
+    model.model_fields["type"].default: model for model in COMMAND_MODELS
+}

@@ -1,0 +1,131 @@
+"""JSON log lines: context ids, trace ids, extras, exceptions, and secrets never written."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from worker.observability.logs import configure_logging, forget_secret, log_context, register_secret
+from worker.observability.tracing import setup_tracing, shutdown_tracing, tracer
+
+API_KEY = "hg-key-5f1c0a9e7d3b"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ2aWV3ZXIiLCJyb29tIjoiYWJjIn0.c2lnbmF0dXJlLXBhcnQ"
+log = logging.getLogger("worker.test")
+Lines = Callable[[], list[dict[str, Any]]]
+
+
+@pytest.fixture
+def lines() -> Iterator[Lines]:
+    """Configures JSON logging into a buffer; returns a reader of this test's parsed lines."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    stream = io.StringIO()
+    configure_logging("DEBUG", stream=stream)
+    register_secret(API_KEY)
+    parsed = lambda: [json.loads(line) for line in stream.getvalue().splitlines()]  # noqa: E731
+    yield lambda: [line for line in parsed() if line["logger"] == log.name]
+    forget_secret(API_KEY)
+    root.handlers[:], root.level = saved
+
+
+def test_a_line_has_the_fields_and_the_context(lines: Lines) -> None:
+    exporter = InMemorySpanExporter()
+    setup_tracing(exporter=exporter)
+    try:
+        with (
+            log_context(session_id="s-1", command_id="c-1"),
+            tracer().start_as_current_span("command") as span,
+        ):
+            log.info("speaking %d chars", 12, extra={"task_type": "repeat"})
+    finally:
+        shutdown_tracing()
+    (line,) = lines()
+    context = span.get_span_context()
+    assert line["level"] == "INFO"
+    assert line["logger"] == "worker.test"
+    assert line["message"] == "speaking 12 chars"
+    assert line["session_id"] == "s-1"
+    assert line["command_id"] == "c-1"
+    assert line["trace_id"] == f"{context.trace_id:032x}"
+    assert line["span_id"] == f"{context.span_id:016x}"
+    assert line["task_type"] == "repeat"
+    assert line["ts"].endswith("Z")
+
+
+def test_outside_any_context_the_ids_are_null(lines: Lines) -> None:
+    log.warning("idle")
+    (line,) = lines()
+    assert line["session_id"] is None
+    assert line["command_id"] is None
+    assert line["trace_id"] is None
+
+
+async def test_context_follows_tasks_and_nests(lines: Lines) -> None:
+    async def child() -> None:
+        log.info("in task")
+
+    with log_context(session_id="s-2"):
+        with log_context(command_id="c-9"):
+            await asyncio.create_task(child())
+        log.info("after")
+    log.info("outside")
+    in_task, after, outside = lines()
+    assert (in_task["session_id"], in_task["command_id"]) == ("s-2", "c-9")
+    assert (after["session_id"], after["command_id"]) == ("s-2", None)
+    assert outside["session_id"] is None
+
+
+def test_exceptions_become_a_string_field(lines: Lines) -> None:
+    try:
+        raise ValueError("broken")
+    except ValueError:
+        log.exception("handler failed")
+    (line,) = lines()
+    assert line["level"] == "ERROR"
+    assert isinstance(line["exc"], str)
+    assert "ValueError: broken" in line["exc"]
+
+
+def test_secrets_never_reach_the_output(lines: Lines) -> None:
+    try:
+        raise RuntimeError(f"call failed with key {API_KEY}")
+    except RuntimeError:
+        log.exception(
+            "headers %s",
+            {"X-Api-Key": API_KEY},
+            extra={
+                "access_token": "plain-livekit-token",
+                "answer": {"data": {"url": "wss://x", "token": "one-use"}, "note": JWT},
+                "api_key": API_KEY,
+                "Authorization": "Bearer abc",
+                "keys": [API_KEY],
+            },
+        )
+    (line,) = lines()
+    text = json.dumps(line)
+    for secret in (API_KEY, JWT, "plain-livekit-token", "one-use", "Bearer abc"):
+        assert secret not in text
+    assert line["access_token"] == "[REDACTED]"
+    assert line["answer"]["data"] == {"url": "wss://x", "token": "[REDACTED]"}
+    assert line["answer"]["note"] == "[REDACTED]"
+    assert line["keys"] == ["[REDACTED]"]
+    assert "[REDACTED]" in line["message"]
+    assert "RuntimeError: call failed with key [REDACTED]" in line["exc"]
+
+
+def test_a_registered_token_is_redacted_until_forgotten(lines: Lines) -> None:
+    token = "lk-token-not-a-jwt-42"
+    register_secret(token)
+    log.info("token %s", token)
+    forget_secret(token)
+    log.info("token %s", token)
+    first, second = lines()
+    assert first["message"] == "token [REDACTED]"
+    assert second["message"] == f"token {token}"

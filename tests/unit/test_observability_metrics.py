@@ -1,0 +1,159 @@
+"""The metric families: names, types, labels, buckets, bounded label values."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from worker.observability.metrics import LATENCY_BUCKETS, Metrics
+
+# family name (as exposed) -> (type, label names)
+EXPECTED = {
+    "heygen_worker_commands_received": ("counter", {"type"}),
+    "heygen_worker_commands": ("counter", {"type", "outcome"}),
+    "heygen_worker_command_duration_seconds": ("histogram", {"type"}),
+    "heygen_worker_command_queue_delay_seconds": ("histogram", {"type"}),
+    "heygen_worker_commands_in_flight": ("gauge", set()),
+    "heygen_worker_heygen_requests": ("counter", {"endpoint", "outcome"}),
+    "heygen_worker_heygen_request_duration_seconds": ("histogram", {"endpoint"}),
+    "heygen_worker_heygen_retries": ("counter", {"endpoint", "kind"}),
+    "heygen_worker_sessions": ("gauge", {"state"}),
+    "heygen_worker_sessions_created": ("counter", {"outcome"}),
+    "heygen_worker_sessions_stopped": ("counter", {"reason"}),
+    "heygen_worker_session_duration_seconds": ("histogram", {"reason"}),
+    "heygen_worker_billed_session_seconds": ("counter", set()),
+    "heygen_worker_credits_estimated": ("counter", set()),
+    "heygen_worker_speech_tasks": ("counter", {"task_type", "task_mode"}),
+    "heygen_worker_speech_characters": ("counter", set()),
+    "heygen_worker_keepalives": ("counter", {"outcome"}),
+    "heygen_worker_keepalive_lateness_seconds": ("histogram", set()),
+    "heygen_worker_reconnects": ("counter", {"outcome"}),
+    "heygen_worker_leaked_sessions_stopped": ("counter", set()),
+    "heygen_worker_events_published": ("counter", {"type"}),
+    "heygen_worker_event_publish_failures": ("counter", set()),
+    "heygen_worker_dead_letters": ("counter", {"reason"}),
+    "heygen_worker_bus_connected": ("gauge", {"connection"}),
+    "heygen_worker_partitions_owned": ("gauge", set()),
+    "heygen_worker_partitions": ("gauge", set()),
+    "heygen_worker_max_sessions": ("gauge", set()),
+    "heygen_worker_build": ("info", {"version", "python"}),
+}
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def metrics(registry: CollectorRegistry) -> Metrics:
+    return Metrics(registry, version="1.2.3")
+
+
+def scrape(registry: CollectorRegistry) -> str:
+    return generate_latest(registry).decode()
+
+
+def test_every_family_is_exposed_with_its_labels(metrics: Metrics, registry: CollectorRegistry) -> None:
+    families = {family.name: family for family in text_string_to_metric_families(scrape(registry))}
+    # The text format shows an Info as a gauge named <name>_info.
+    families["heygen_worker_build"] = families.pop("heygen_worker_build_info")
+    families["heygen_worker_build"].type = "info"
+    assert set(families) == set(EXPECTED)
+    for name, (kind, labels) in EXPECTED.items():
+        family = families[name]
+        assert family.type == kind, name
+        assert family.samples, f"{name} has no series before its first event"
+        for sample in family.samples:
+            assert set(sample.labels) - {"le"} == labels, name
+            assert "session_id" not in sample.labels
+
+
+def test_no_created_series_double_the_scrape(metrics: Metrics, registry: CollectorRegistry) -> None:
+    assert "_created" not in scrape(registry).replace("sessions_created", "")
+
+
+def test_latency_buckets_reach_minutes(metrics: Metrics, registry: CollectorRegistry) -> None:
+    assert LATENCY_BUCKETS[0] <= 0.01
+    assert LATENCY_BUCKETS[-1] >= 60
+    metrics.heygen_request_duration_seconds.labels("streaming.task").observe(42)
+    bucket = "heygen_worker_heygen_request_duration_seconds_bucket"
+    below = registry.get_sample_value(bucket, {"endpoint": "streaming.task", "le": "30.0"})
+    above = registry.get_sample_value(bucket, {"endpoint": "streaming.task", "le": "60.0"})
+    assert (below, above) == (0, 1)
+    top = registry.get_sample_value(
+        "heygen_worker_session_duration_seconds_bucket", {"reason": "idle", "le": "14400.0"}
+    )
+    assert top == 0
+
+
+def test_build_info_has_version_and_python(metrics: Metrics, registry: CollectorRegistry) -> None:
+    text = scrape(registry)
+    assert 'heygen_worker_build_info{python="' in text
+    assert 'version="1.2.3"' in text
+
+
+def test_command_helpers_bound_the_type(metrics: Metrics, registry: CollectorRegistry) -> None:
+    metrics.observe_received("session.speak", queue_delay=-0.5)
+    metrics.observe_received("drop table; --", queue_delay=None)
+    metrics.observe_finished("session.speak", "ok", 0.2)
+    metrics.observe_finished("x" * 500, "rejected", 0.001)
+    value = registry.get_sample_value
+    assert value("heygen_worker_commands_received_total", {"type": "session.speak"}) == 1
+    assert value("heygen_worker_commands_received_total", {"type": "other"}) == 1
+    assert value("heygen_worker_commands_total", {"type": "session.speak", "outcome": "ok"}) == 1
+    assert value("heygen_worker_commands_total", {"type": "other", "outcome": "rejected"}) == 1
+    # A negative delay (clock skew) lands in the first bucket.
+    delay = "heygen_worker_command_queue_delay_seconds_bucket"
+    assert value(delay, {"type": "session.speak", "le": "0.005"}) == 1
+    assert value(delay.replace("bucket", "count"), {"type": "other"}) == 0
+
+
+def test_heygen_helpers_bound_endpoint_and_outcome(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    metrics.observe_heygen("streaming.new", "capacity", 1.5)
+    metrics.observe_heygen("/v9/anything", "weird", 0.1)
+    metrics.observe_heygen_retry("streaming.stop", "server")
+    value = registry.get_sample_value
+    requests = "heygen_worker_heygen_requests_total"
+    assert value(requests, {"endpoint": "streaming.new", "outcome": "capacity"}) == 1
+    assert value(requests, {"endpoint": "other", "outcome": "other"}) == 1
+    retries = "heygen_worker_heygen_retries_total"
+    assert value(retries, {"endpoint": "streaming.stop", "kind": "server"}) == 1
+
+
+def test_session_helpers(metrics: Metrics, registry: CollectorRegistry) -> None:
+    metrics.set_session_counts({"ready": 3, "speaking": 1})
+    metrics.set_session_counts({"ready": 2})
+    value = registry.get_sample_value
+    assert value("heygen_worker_sessions", {"state": "ready"}) == 2
+    assert value("heygen_worker_sessions", {"state": "speaking"}) == 0
+    metrics.observe_session_stopped("idle", 420)
+    assert value("heygen_worker_sessions_stopped_total", {"reason": "idle"}) == 1
+    assert value("heygen_worker_session_duration_seconds_sum", {"reason": "idle"}) == 420
+
+
+def test_two_registries_do_not_collide() -> None:
+    first, second = CollectorRegistry(), CollectorRegistry()
+    Metrics(first).partitions.set(8)
+    Metrics(second).partitions.set(4)
+    assert first.get_sample_value("heygen_worker_partitions") == 8
+    assert second.get_sample_value("heygen_worker_partitions") == 4
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_promtool_lints_the_exposition(metrics: Metrics, registry: CollectorRegistry) -> None:
+    result = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=scrape(registry),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

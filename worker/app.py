@@ -1,0 +1,242 @@
+"""The worker's lifecycle, owned by one class: start, serve, drain on SIGTERM, shut down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from contextlib import AsyncExitStack
+
+import aio_pika
+import httpx
+from aio_pika.abc import AbstractRobustConnection
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from contracts.common import StopReason, configure_limits
+from simulator.server import running_simulator
+from worker.bus.consumer import Consumer
+from worker.bus.publisher import Publisher
+from worker.bus.topology import TopologySpec, declare_topology
+from worker.dispatch import Dispatcher
+from worker.events import EventEmitter
+from worker.handlers.context import Policy, Services
+from worker.handlers.lifecycle import end_session
+from worker.heygen.client import HeyGenClient
+from worker.heygen.credentials import FILE_VAR, KEY_VAR, load_api_key
+from worker.heygen.retry import RetryPolicy
+from worker.heygen.transport import default_transport
+from worker.observability.http import HealthServer
+from worker.observability.logs import configure_logging, register_secret
+from worker.observability.metrics import Metrics
+from worker.observability.tracing import inject_context, setup_tracing
+from worker.observability.transport import InstrumentedTransport
+from worker.sessions.registry import Registry
+from worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """One replica. `start()` brings it up, `run()` serves until a signal, then drains.
+
+    Tests drive `start()` and `shutdown()` directly; `transport` replaces HeyGen's HTTP
+    transport (the httpx seam), `registry` the Prometheus registry.
+    """
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self._transport = transport
+        self._stack = AsyncExitStack()
+        self._stop_requested = asyncio.Event()
+        self._draining = False
+        self._consume_conn: AbstractRobustConnection | None = None
+        self._publish_conn: AbstractRobustConnection | None = None
+        self._consumer: Consumer | None = None
+        self.services: Services | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.health: HealthServer | None = None
+        self.heygen_base_url = settings.heygen_base_url
+
+    async def start(self) -> None:
+        s = self.settings
+        configure_limits(max_text_chars=s.max_text_chars, max_message_bytes=s.max_message_bytes)
+        setup_tracing()
+        self.health = HealthServer(
+            self.registry, self.readiness, host=s.metrics_host, port=s.metrics_port
+        )
+        await self.health.start()
+        self._stack.push_async_callback(self.health.stop)
+        heygen = await self._heygen_client()
+        self._consume_conn = await self._connect("consume")
+        self._publish_conn = await self._connect("publish")
+        await declare_topology(self._consume_conn, TopologySpec(s.partitions, s.delivery_limit))
+        publisher = Publisher(self._publish_conn, timeout=s.publish_timeout_s)
+        await publisher.start()
+        self._stack.push_async_callback(publisher.close)
+        emitter = EventEmitter(
+            publisher,
+            s.worker_id,
+            decorate_headers=inject_context,
+            on_published=lambda e: self.metrics.events_published_total.labels(type=e.type).inc(),
+        )
+        self.services = Services(
+            heygen=heygen,
+            registry=Registry(s.max_sessions),
+            emitter=emitter,
+            policy=Policy(
+                idle_timeout_s=s.idle_timeout_s,
+                max_duration_s=s.max_duration_s,
+                credits_per_minute=s.credits_per_minute,
+            ),
+            metrics=self.metrics,
+        )
+        self.dispatcher = Dispatcher(
+            self.services,
+            max_message_bytes=s.max_message_bytes,
+            dedup_capacity=s.dedup_capacity,
+        )
+        self._consumer = Consumer(
+            self._consume_conn,
+            publisher,
+            self.dispatcher.handle,
+            partitions=s.partitions,
+            prefetch=s.prefetch,
+            worker_id=s.worker_id,
+            on_dead_letter=lambda reason: self.metrics.dead_letters_total.labels(
+                reason=reason
+            ).inc(),
+        )
+        await self._consumer.start()
+        self.metrics.partitions.set(s.partitions)
+        self.metrics.max_sessions.set(s.max_sessions)
+        log.info(
+            "worker %s consuming %d partitions (prefetch %d)",
+            s.worker_id,
+            s.partitions,
+            s.prefetch,
+        )
+
+    async def _heygen_client(self) -> HeyGenClient:
+        s = self.settings
+        api_key = load_api_key(
+            {
+                KEY_VAR: s.heygen_api_key.get_secret_value() if s.heygen_api_key else "",
+                FILE_VAR: str(s.heygen_api_key_file or ""),
+            }
+        )
+        if api_key is None:
+            api_key = await self._start_bundled_simulator()
+        # Registered so the log formatter redacts it wherever it might slip in.
+        register_secret(api_key.get_secret_value())
+        transport = InstrumentedTransport(
+            self._transport or default_transport(s.http_concurrency), self.metrics
+        )
+        client = HeyGenClient(
+            api_key,
+            self.heygen_base_url,
+            transport=transport,
+            timeout=s.heygen_timeout_s,
+            max_concurrency=s.http_concurrency,
+            retry=RetryPolicy(on_retry=self._count_retry),
+        )
+        self._stack.push_async_callback(client.aclose)
+        return client
+
+    async def _start_bundled_simulator(self) -> SecretStr:
+        simulator = await self._stack.enter_async_context(
+            running_simulator(port=self.settings.simulator_port)
+        )
+        self.heygen_base_url = simulator.base_url
+        log.warning(
+            "NO HEYGEN_API_KEY SET: sessions are SIMULATED by the bundled HeyGen simulator at %s. "
+            "Set HEYGEN_API_KEY (or HEYGEN_API_KEY_FILE) to talk to HeyGen.",
+            simulator.base_url,
+        )
+        return SecretStr(simulator.api_key)
+
+    def _count_retry(self, endpoint: str, error: Exception, attempt: int, delay: float) -> None:
+        kind = getattr(error, "kind", "other")
+        self.metrics.heygen_retries_total.labels(endpoint=endpoint, kind=kind).inc()
+
+    async def _connect(self, role: str) -> AbstractRobustConnection:
+        s = self.settings
+        ssl_context = None
+        if s.amqp_ca_file is not None:
+            ssl_context = ssl.create_default_context(cafile=str(s.amqp_ca_file))
+        connection = await aio_pika.connect_robust(
+            s.amqp_url.get_secret_value(),
+            client_properties={"connection_name": f"{s.worker_id}-{role}"},
+            ssl_context=ssl_context,
+        )
+        gauge = self.metrics.bus_connected.labels(connection=role)
+        gauge.set(1)
+        connection.close_callbacks.add(lambda *_: gauge.set(0))
+        connection.reconnect_callbacks.add(lambda *_: gauge.set(1))
+        self._stack.push_async_callback(connection.close)
+        return connection
+
+    def readiness(self) -> tuple[bool, str]:
+        if self._draining:
+            return False, "draining"
+        for role, conn in (("consume", self._consume_conn), ("publish", self._publish_conn)):
+            if conn is None or conn.is_closed or not conn.connected.is_set():
+                return False, f"{role} connection down"
+        if self._consumer is None or not self._consumer.consuming:
+            return False, "consumers not registered on every partition"
+        return True, "ready"
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, then drain and shut down."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            await self._stop_requested.wait()
+            log.info("stop requested: draining")
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop consuming, finish in-flight commands within the grace, requeue the rest."""
+        self._draining = True
+        if self._consumer is not None:
+            await self._consumer.stop_consuming()
+        if self.dispatcher is not None:
+            try:
+                await asyncio.wait_for(self.dispatcher.wait_idle(), self.settings.shutdown_grace_s)
+            except TimeoutError:
+                cancelled = self.dispatcher.cancel_in_flight()
+                log.warning("drain grace over: requeueing %d unfinished commands", cancelled)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.dispatcher.wait_idle(), 5)
+        if self.services is not None and self.settings.stop_sessions_on_shutdown:
+            for session in self.services.registry:
+                with contextlib.suppress(Exception):
+                    await end_session(self.services, session, StopReason.SHUTDOWN, None)
+        if self._consumer is not None:
+            await self._consumer.close()
+        if self.services is not None:
+            for task in list(self.services.background):
+                task.cancel()
+        await self._stack.aclose()
+
+
+def run_worker(settings: WorkerSettings | None = None) -> None:
+    settings = settings or WorkerSettings()
+    configure_logging(settings.log_level)
+    asyncio.run(Worker(settings).run())

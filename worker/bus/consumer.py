@@ -1,0 +1,146 @@
+"""Consumes every partition queue (one channel each) and carries out the worker's dispositions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+
+from contracts.topology import partition_queue
+from worker.bus.delivery import Action, Delivery, Disposition
+from worker.bus.publisher import Publisher, PublishFailed
+
+log = logging.getLogger(__name__)
+
+DeliveryHandler = Callable[[Delivery], Awaitable[Disposition]]
+
+
+class Consumer:
+    """Registers a consumer on each partition and settles each message explicitly.
+
+    aio-pika's ``message.process()`` rejects without requeue on any exception, shutdown
+    cancellation included; here every path picks ack, requeue or dead-letter on purpose.
+    """
+
+    def __init__(
+        self,
+        connection: AbstractConnection,
+        publisher: Publisher,
+        handler: DeliveryHandler,
+        *,
+        partitions: int,
+        prefetch: int,
+        worker_id: str,
+        on_dead_letter: Callable[[str], None] | None = None,
+    ) -> None:
+        self._connection = connection
+        self._publisher = publisher
+        self._handler = handler
+        self._partitions = partitions
+        self._prefetch = prefetch
+        self._worker_id = worker_id
+        self._on_dead_letter = on_dead_letter
+        self._channels: dict[int, AbstractChannel] = {}
+        self._consumers: dict[int, tuple[AbstractQueue, str]] = {}
+
+    async def start(self) -> None:
+        for index in range(self._partitions):
+            channel = await self._connection.channel(publisher_confirms=False)
+            # Prefetch per partition bounds the commands in flight.
+            await channel.set_qos(prefetch_count=self._prefetch)
+            queue = await channel.get_queue(partition_queue(index), ensure=False)
+            tag = await queue.consume(partial(self._on_message, index))
+            self._channels[index] = channel
+            self._consumers[index] = (queue, tag)
+
+    async def stop_consuming(self) -> None:
+        """Cancel the consumers so partitions go to another replica; channels stay open for acks."""
+        consumers, self._consumers = self._consumers, {}
+        for queue, tag in consumers.values():
+            try:
+                await queue.cancel(tag)
+            except Exception as exc:  # a dead channel has no consumer left to cancel
+                log.warning("cancelling consumer on %s failed: %r", queue.name, exc)
+
+    async def close(self) -> None:
+        await self.stop_consuming()
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            if not channel.is_closed:
+                await channel.close()
+
+    @property
+    def consuming(self) -> bool:
+        """Every partition has a registered consumer on an open channel."""
+        return len(self._consumers) == self._partitions and all(
+            not channel.is_closed for channel in self._channels.values()
+        )
+
+    async def _on_message(self, partition: int, message: AbstractIncomingMessage) -> None:
+        delivery = Delivery(
+            partition=partition,
+            body=message.body,
+            content_type=message.content_type,
+            message_type=message.type,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+            user_id=message.user_id,
+            timestamp=message.timestamp,
+            redelivered=bool(message.redelivered),
+            headers=dict(message.headers or {}),
+        )
+        try:
+            disposition = await self._handler(delivery)
+        except Exception:
+            log.exception("unexpected error handling a delivery; requeueing it")
+            disposition = Disposition(Action.REQUEUE)
+        await self._settle(message, delivery, disposition)
+
+    async def _settle(
+        self, message: AbstractIncomingMessage, delivery: Delivery, disposition: Disposition
+    ) -> None:
+        try:
+            if disposition.action is Action.DEAD_LETTER:
+                await self._dead_letter(message, delivery, disposition)
+            elif disposition.action is Action.REQUEUE:
+                await message.nack(requeue=True)
+            else:
+                await message.ack()
+        except Exception as exc:
+            # The channel died: the broker requeues the message and redelivers it.
+            log.warning("could not settle message %s: %r", delivery.message_id, exc)
+
+    async def _dead_letter(
+        self, message: AbstractIncomingMessage, delivery: Delivery, disposition: Disposition
+    ) -> None:
+        reason = disposition.reason or "unknown"
+        headers = {
+            **delivery.headers,
+            "x-dead-letter-reason": reason,
+            "x-dead-letter-detail": (disposition.detail or "")[:1000],
+            "x-original-queue": partition_queue(delivery.partition),
+            "x-original-routing-key": message.routing_key or "",
+            "x-dead-lettered-by": self._worker_id,
+        }
+        properties = {
+            "content_type": delivery.content_type,
+            "type": delivery.message_type,
+            "message_id": delivery.message_id,
+            "correlation_id": delivery.correlation_id,
+            "reply_to": delivery.reply_to,
+            "timestamp": delivery.timestamp,
+            "delivery_mode": 2,
+        }
+        try:
+            await self._publisher.dead_letter(delivery.body, properties, headers)
+        except PublishFailed as exc:
+            # Not confirmed: requeue; the delivery limit dead-letters it if this keeps failing.
+            log.warning("dead-lettering %s failed, requeueing: %s", delivery.message_id, exc)
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+        if self._on_dead_letter is not None:
+            self._on_dead_letter(reason)

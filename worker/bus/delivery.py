@@ -1,0 +1,48 @@
+"""What the bus hands to the worker and what the worker answers: no AMQP types leak past here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One command message as received, with the AMQP properties the worker looks at."""
+
+    partition: int
+    body: bytes
+    content_type: str | None
+    message_type: str | None
+    message_id: str | None
+    correlation_id: str | None
+    reply_to: str | None
+    user_id: str | None
+    timestamp: datetime | None
+    redelivered: bool
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+class Action(StrEnum):
+    ACK = "ack"
+    REQUEUE = "requeue"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True)
+class Disposition:
+    """The worker's verdict on a delivery; the bus carries it out."""
+
+    action: Action
+    reason: str | None = None
+    detail: str | None = None
+
+
+ACK = Disposition(Action.ACK)
+REQUEUE = Disposition(Action.REQUEUE)
+
+
+def dead_letter(reason: str, detail: str) -> Disposition:
+    return Disposition(Action.DEAD_LETTER, reason, detail)

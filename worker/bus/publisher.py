@@ -1,0 +1,69 @@
+"""Publishes envelopes with publisher confirms on its own connection, each bounded in time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+
+from contracts.codec import AmqpEnvelope
+from contracts.topology import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE
+
+
+class PublishFailed(RuntimeError):
+    """The broker did not confirm a publish in time (connection down, alarm, nack)."""
+
+
+class Publisher:
+    """Owns one confirming channel on the publishing connection.
+
+    Publishing on a separate connection matters: a memory alarm blocks publishing
+    connections, and acks on the consuming connection must keep flowing.
+    """
+
+    def __init__(self, connection: AbstractConnection, *, timeout: float) -> None:
+        self._connection = connection
+        self._timeout = timeout
+        self._channel: AbstractChannel | None = None
+        self._events: AbstractExchange | None = None
+        self._dlx: AbstractExchange | None = None
+
+    async def start(self) -> None:
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        self._events = await self._channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
+        self._dlx = await self._channel.get_exchange(DEAD_LETTER_EXCHANGE, ensure=False)
+
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+    async def publish_event(self, envelope: AmqpEnvelope, routing_key: str) -> None:
+        assert self._events is not None, "Publisher.start() first"
+        await self._publish(self._events, envelope, routing_key)
+
+    async def publish_reply(self, envelope: AmqpEnvelope, reply_to: str) -> None:
+        assert self._channel is not None, "Publisher.start() first"
+        await self._publish(self._channel.default_exchange, envelope, reply_to)
+
+    async def dead_letter(
+        self, body: bytes, properties: Mapping[str, Any], headers: Mapping[str, Any]
+    ) -> None:
+        assert self._dlx is not None, "Publisher.start() first"
+        envelope = AmqpEnvelope(body=body, properties={**properties, "headers": dict(headers)})
+        await self._publish(self._dlx, envelope, "")
+
+    async def _publish(
+        self, exchange: AbstractExchange, envelope: AmqpEnvelope, routing_key: str
+    ) -> None:
+        message = aio_pika.Message(body=envelope.body, **envelope.properties)
+        try:
+            # A robust connection that is recovering makes publish wait: bound it.
+            await asyncio.wait_for(
+                exchange.publish(message, routing_key, mandatory=False), self._timeout
+            )
+        except Exception as exc:  # timeout, nack, closed channel: all mean "not confirmed"
+            target = f"{exchange.name or '(default)'}/{routing_key}"
+            raise PublishFailed(f"publish to {target} not confirmed: {exc!r}") from exc

@@ -1,0 +1,257 @@
+"""From a delivery to a disposition: decode, deduplicate, check the deadline, run the handler
+in the session's mailbox, and turn every outcome into events and an explicit ack decision."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry.trace import Span, SpanKind
+
+from contracts.codec import DecodeError, decode_command
+from contracts.commands import COMMAND_TYPES, Command
+from contracts.common import RejectCode
+from contracts.events import CommandFailed, CommandRejected
+from worker.bus.delivery import ACK, REQUEUE, Delivery, Disposition, dead_letter
+from worker.bus.publisher import PublishFailed
+from worker.handlers import HANDLERS
+from worker.handlers.context import CommandContext, Rejected, Services
+from worker.heygen.errors import HeyGenError
+from worker.observability.logs import log_context
+from worker.observability.tracing import extract_context, tracer
+from worker.sessions.mailbox import Mailboxes, Preempted
+
+log = logging.getLogger(__name__)
+
+SPEAK = "session.speak"
+# Control commands do not wait behind a running speak, and drop queued work they make moot.
+CONTROL_LANES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    # type: (queued kinds it preempts, running kinds it overtakes)
+    "session.interrupt": (frozenset({SPEAK}), frozenset({SPEAK})),
+    "session.stop": (
+        frozenset({SPEAK, "session.keepalive", "session.ice", "session.interrupt"}),
+        frozenset({SPEAK}),
+    ),
+}
+
+
+class RecentIds:
+    """The idempotency window: the last `capacity` command ids this process finished."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, command_id: object) -> bool:
+        return command_id in self._ids
+
+    def add(self, command_id: str) -> None:
+        self._ids[command_id] = None
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+
+class Dispatcher:
+    def __init__(self, services: Services, *, max_message_bytes: int, dedup_capacity: int) -> None:
+        self._services = services
+        self._max_message_bytes = max_message_bytes
+        self._mailboxes = Mailboxes()
+        self._finished = RecentIds(dedup_capacity)
+        self._in_flight: dict[str, asyncio.Task[object] | None] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    def cancel_in_flight(self) -> int:
+        """At the end of the drain grace: cancelled commands are requeued, never dropped."""
+        tasks = [t for t in self._in_flight.values() if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
+
+    async def handle(self, delivery: Delivery) -> Disposition:
+        metrics = self._services.metrics
+        received = time.monotonic()
+        try:
+            command = decode_command(
+                delivery.body,
+                content_type=delivery.content_type,
+                message_type=delivery.message_type,
+                max_bytes=self._max_message_bytes,
+            )
+        except DecodeError as err:
+            return await self._poison(delivery, err)
+        kind = command.type
+        metrics.commands_received_total.labels(type=kind).inc()
+        delay = (datetime.now(UTC) - command.sent_at).total_seconds()
+        metrics.command_queue_delay_seconds.labels(type=kind).observe(max(0.0, delay))
+        if command.command_id in self._finished or command.command_id in self._in_flight:
+            metrics.commands_total.labels(type=kind, outcome="duplicate").inc()
+            return ACK
+        self._in_flight[command.command_id] = asyncio.current_task()
+        self._idle.clear()
+        metrics.commands_in_flight.inc()
+        try:
+            with (
+                log_context(session_id=_session_id(command), command_id=command.command_id),
+                consumer_span(kind, delivery.headers, command.command_id, _session_id(command)),
+            ):
+                outcome, disposition = await self._execute(command, delivery)
+        finally:
+            del self._in_flight[command.command_id]
+            if not self._in_flight:
+                self._idle.set()
+            metrics.commands_in_flight.dec()
+        if disposition is not REQUEUE:
+            self._finished.add(command.command_id)
+        metrics.commands_total.labels(type=kind, outcome=outcome).inc()
+        metrics.command_duration_seconds.labels(type=kind).observe(time.monotonic() - received)
+        return disposition
+
+    async def _execute(self, command: Command, delivery: Delivery) -> tuple[str, Disposition]:
+        ctx = CommandContext(
+            command=command,
+            principal=delivery.user_id,
+            partition=delivery.partition,
+            deadline=_monotonic(command.deadline),
+            services=self._services,
+        )
+        try:
+            await self._run_in_mailbox(command, ctx)
+        except Rejected as exc:
+            await self._report(command, CommandRejected, code=exc.code, message=exc.message)
+            return "rejected", ACK
+        except Preempted as exc:
+            await self._report(
+                command, CommandRejected, code=RejectCode.CANCELLED, message=exc.reason
+            )
+            return "rejected", ACK
+        except HeyGenError as exc:
+            await self._report(
+                command,
+                CommandFailed,
+                code=exc.kind,
+                message=exc.message,
+                retryable=exc.retryable,
+                heygen_code=exc.code,
+            )
+            return "failed", ACK
+        except (PublishFailed, asyncio.CancelledError) as exc:
+            # Events not confirmed, or shutdown cut the work short: the broker redelivers it.
+            log.warning("requeueing %s: %r", command.type, exc)
+            return "requeued", REQUEUE
+        except Exception as exc:
+            log.exception("handler for %s crashed", command.type)
+            await self._report(
+                command, CommandFailed, code="internal", message=repr(exc)[:500], retryable=False
+            )
+            return "failed", dead_letter("handler_error", repr(exc))
+        return "ok", ACK
+
+    async def _run_in_mailbox(self, command: Command, ctx: CommandContext) -> None:
+        handler = HANDLERS[command.type]
+
+        async def job() -> None:
+            # Checked when the command's turn comes: late real-time speech is worse than none.
+            if command.deadline is not None and command.deadline <= datetime.now(UTC):
+                raise Rejected(
+                    RejectCode.EXPIRED, f"deadline {command.deadline.isoformat()} passed"
+                )
+            await handler(command, ctx)
+
+        key = _session_id(command)
+        if key is None:
+            await job()
+        elif command.type in CONTROL_LANES:
+            preempts, overtakes = CONTROL_LANES[command.type]
+            reason = f"dropped by {command.type} {command.command_id}"
+            await self._mailboxes.run_control(
+                key, command.type, job, preempts=preempts, overtakes=overtakes, reason=reason
+            )
+        else:
+            await self._mailboxes.run(key, command.type, job)
+
+    async def _report(
+        self, command: Command, cls: type[CommandRejected | CommandFailed], **fields: object
+    ) -> None:
+        session_id = _session_id(command)
+        session = self._services.registry.get(session_id) if session_id else None
+        await self._services.emitter.emit(
+            cls,
+            session=session,
+            cause=command,
+            session_id=session_id,
+            command_type=command.type,
+            **fields,
+        )
+
+    async def _poison(self, delivery: Delivery, err: DecodeError) -> Disposition:
+        """Undecodable or invalid: dead-letter at once, and tell whoever we can."""
+        metrics = self._services.metrics
+        kind = err.command_type if err.command_type in COMMAND_TYPES else "invalid"
+        metrics.commands_received_total.labels(type=kind).inc()
+        metrics.commands_total.labels(type=kind, outcome="dead_lettered").inc()
+        log.warning("dead-lettering a %s command: %s", err.reason.value, err)
+        reply_to = err.reply_to or delivery.reply_to
+        if err.session_id is not None or reply_to:
+            try:
+                event = await self._services.emitter.emit(
+                    CommandRejected,
+                    session=self._services.registry.get(err.session_id or ""),
+                    cause=None,
+                    session_id=err.session_id,
+                    code=RejectCode.VALIDATION,
+                    message=str(err),
+                    command_type=err.command_type,
+                    causation_id=err.command_id or delivery.message_id,
+                    correlation_id=delivery.correlation_id,
+                )
+                if reply_to:
+                    await self._services.emitter.reply(event, reply_to)
+            except PublishFailed:
+                return REQUEUE
+        return dead_letter(err.reason.value, str(err))
+
+
+def _session_id(command: Command) -> str | None:
+    return getattr(command, "session_id", None)
+
+
+def _monotonic(deadline: datetime | None) -> float | None:
+    if deadline is None:
+        return None
+    return time.monotonic() + (deadline - datetime.now(UTC)).total_seconds()
+
+
+@contextmanager
+def consumer_span(
+    command_type: str, headers: Mapping[str, Any], command_id: str, session_id: str | None
+) -> Iterator[Span]:
+    """A consumer span per command, continuing the producer's trace from the message headers
+    (aio-pika's instrumentation loses it with iterators, so it is done here)."""
+    attributes = {
+        "messaging.system": "rabbitmq",
+        "messaging.operation": "process",
+        "messaging.message.id": command_id,
+        "heygen_worker.command_type": command_type,
+        "heygen_worker.session_id": session_id or "",
+    }
+    with tracer().start_as_current_span(
+        f"{command_type} process",
+        context=extract_context(headers),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+    ) as span:
+        yield span

@@ -1,0 +1,95 @@
+"""Builds events with their common fields and publishes them: to `avatar.events` and to reply_to."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from contracts.codec import AmqpEnvelope, encode_event
+from contracts.commands import Command
+from contracts.events import Event
+from contracts.topology import event_routing_key
+from worker.bus.publisher import PublishFailed
+from worker.sessions.session import Session
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Event)
+
+
+class EventPublisher(Protocol):
+    async def publish_event(self, envelope: AmqpEnvelope, routing_key: str) -> None: ...
+    async def publish_reply(self, envelope: AmqpEnvelope, reply_to: str) -> None: ...
+
+
+class EventEmitter:
+    def __init__(
+        self,
+        publisher: EventPublisher,
+        worker_id: str,
+        *,
+        decorate_headers: Callable[[dict[str, Any]], None] | None = None,
+        on_published: Callable[[Event], None] | None = None,
+    ) -> None:
+        self._publisher = publisher
+        self.worker_id = worker_id
+        self._decorate_headers = decorate_headers
+        self._on_published = on_published
+
+    async def emit(
+        self,
+        cls: type[E],
+        *,
+        session: Session | None,
+        cause: Command | None,
+        session_id: str | None = None,
+        **fields: Any,
+    ) -> E:
+        """Publish one event; its `seq` is the session's next, with no gap if publishing fails."""
+        if session is None:
+            event = self._build(cls, None, session_id, cause, fields)
+            await self._publish(event)
+        else:
+            async with session.emit_lock:
+                event = self._build(cls, session.seq + 1, session.session_id, cause, fields)
+                await self._publish(event)
+                session.seq += 1
+        if cause is not None and cause.reply_to:
+            await self._copy_to_reply(event, cause.reply_to)
+        return event
+
+    async def reply(self, event: Event, reply_to: str) -> None:
+        await self._publisher.publish_reply(self._envelope(event), reply_to)
+
+    def _build(
+        self,
+        cls: type[E],
+        seq: int | None,
+        session_id: str | None,
+        cause: Command | None,
+        fields: dict[str, Any],
+    ) -> E:
+        # Without a decoded command (poison input) the caller passes the ids it could salvage.
+        fields.setdefault("causation_id", cause.command_id if cause else None)
+        fields.setdefault("correlation_id", cause.correlation_id if cause else None)
+        return cls(session_id=session_id, seq=seq, worker_id=self.worker_id, **fields)
+
+    def _envelope(self, event: Event) -> AmqpEnvelope:
+        envelope = encode_event(event)
+        if self._decorate_headers is not None:
+            self._decorate_headers(envelope.properties.setdefault("headers", {}))
+        return envelope
+
+    async def _publish(self, event: Event) -> None:
+        await self._publisher.publish_event(self._envelope(event), event_routing_key(event))
+        if self._on_published is not None:
+            self._on_published(event)
+
+    async def _copy_to_reply(self, event: Event, reply_to: str) -> None:
+        # The events exchange is the record; the reply copy is a convenience, never a reason
+        # to redo a command whose effects already happened.
+        try:
+            await self.reply(event, reply_to)
+        except PublishFailed as exc:
+            log.warning("copy of %s to reply_to %s failed: %s", event.type, reply_to, exc)

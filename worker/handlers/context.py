@@ -1,0 +1,95 @@
+"""What every handler is given: the command, who sent it, and the collaborators it may use."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from contracts.commands import Command
+from contracts.common import RejectCode, SessionState
+from contracts.events import Event
+from worker.events import EventEmitter
+from worker.heygen.client import HeyGenClient
+from worker.observability.metrics import Metrics
+from worker.sessions.registry import Registry
+from worker.sessions.session import Session
+
+E = TypeVar("E", bound=Event)
+log = logging.getLogger(__name__)
+
+
+class Rejected(Exception):
+    """The command is refused without calling HeyGen; becomes `command.rejected`."""
+
+    def __init__(self, code: RejectCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Policy:
+    idle_timeout_s: float
+    max_duration_s: float
+    credits_per_minute: float
+    # Principals allowed to act on any session (ownership is checked against the AMQP user_id).
+    admins: frozenset[str] = frozenset()
+
+
+@dataclass
+class Services:
+    heygen: HeyGenClient
+    registry: Registry
+    emitter: EventEmitter
+    policy: Policy
+    metrics: Metrics
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run worker-initiated work (timers, policies) without losing the task or its errors."""
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+
+@dataclass
+class CommandContext:
+    command: Command
+    principal: str | None
+    partition: int
+    # time.monotonic() value past which HeyGen calls are not retried.
+    deadline: float | None
+    services: Services
+
+    @property
+    def heygen(self) -> HeyGenClient:
+        return self.services.heygen
+
+    def session(self, session_id: str) -> Session:
+        """The live session the command addresses, if the sender may act on it."""
+        session = self.services.registry.get(session_id)
+        if session is None or session.state is SessionState.STOPPED:
+            raise Rejected(RejectCode.UNKNOWN_SESSION, f"no live session {session_id}")
+        if not self.may_see(session):
+            raise Rejected(
+                RejectCode.FORBIDDEN, f"session {session_id} belongs to another principal"
+            )
+        return session
+
+    def may_see(self, session: Session) -> bool:
+        return (
+            session.owner is None
+            or self.principal == session.owner
+            or self.principal in self.services.policy.admins
+        )
+
+    async def emit(self, cls: type[E], session: Session | None, **fields: Any) -> E:
+        return await self.services.emitter.emit(cls, session=session, cause=self.command, **fields)

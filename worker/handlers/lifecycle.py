@@ -1,0 +1,201 @@
+"""session.create, session.start, session.ice, session.stop, session.keepalive."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+from contracts.commands import (
+    Command,
+    SessionCreate,
+    SessionIce,
+    SessionKeepalive,
+    SessionStart,
+    SessionStop,
+)
+from contracts.common import RejectCode, SessionState, StopReason, StreamingVersion
+from contracts.events import CommandCompleted, SessionCreated, SessionReady, SessionStopped, Usage
+from worker.handlers.context import CommandContext, Rejected, Services
+from worker.heygen.errors import CapacityError, HeyGenError, SessionClosedError
+from worker.heygen.models import IceCandidate, NewSession, NewSessionRequest, SdpAnswer
+from worker.sessions.registry import CapacityExceeded
+from worker.sessions.session import Session
+
+log = logging.getLogger(__name__)
+
+
+def new_session_request(profile: SessionCreate) -> NewSessionRequest:
+    """The HeyGen body for a session profile; reconnection reuses it."""
+    fields = profile.model_dump(
+        mode="json",
+        include={
+            "avatar_id",
+            "voice",
+            "quality",
+            "video_encoding",
+            "version",
+            "activity_idle_timeout",
+            "knowledge_base",
+            "knowledge_base_id",
+            "language",
+            "stt_settings",
+        },
+        exclude_none=True,
+    )
+    return NewSessionRequest.model_validate(fields)
+
+
+def connection_fields(new: NewSession) -> dict[str, object]:
+    """What a client needs to join the stream; shared by session.created and session.reconnected."""
+    return {
+        "heygen_session_id": new.session_id,
+        "url": new.url,
+        "access_token": new.access_token,
+        "realtime_endpoint": new.realtime_endpoint,
+        "session_duration_limit": new.session_duration_limit,
+        "is_paid": new.is_paid,
+        "sdp": new.sdp.model_dump() if new.sdp else None,
+        "ice_servers": _ice_servers(new),
+    }
+
+
+def _ice_servers(new: NewSession) -> list[dict[str, object]] | None:
+    servers = new.ice_servers2 or [s for s in new.ice_servers or [] if not isinstance(s, str)]
+    if not servers:
+        return None
+    return [s.model_dump(by_alias=True, exclude_none=True) for s in servers]
+
+
+async def create_session(cmd: SessionCreate, ctx: CommandContext) -> None:
+    registry = ctx.services.registry
+    existing = registry.get(cmd.session_id)
+    if existing is not None and existing.state is not SessionState.STOPPED:
+        raise Rejected(RejectCode.SESSION_EXISTS, f"session {cmd.session_id} already exists")
+    if existing is not None:
+        registry.remove(cmd.session_id)
+    policy = ctx.services.policy
+    session = Session(
+        session_id=cmd.session_id,
+        partition=ctx.partition,
+        owner=ctx.principal,
+        profile=cmd,
+        idle_timeout_s=cmd.idle_timeout_s or policy.idle_timeout_s,
+        max_duration_s=cmd.max_duration_s or policy.max_duration_s,
+    )
+    try:
+        registry.add(session)
+    except CapacityExceeded as exc:
+        raise Rejected(RejectCode.CAPACITY, str(exc)) from exc
+    try:
+        # Never retried blindly by the client: streaming.new is billed.
+        new = await ctx.heygen.new_session(new_session_request(cmd), deadline=ctx.deadline)
+    except CapacityError as exc:
+        registry.remove(cmd.session_id)
+        raise Rejected(RejectCode.CAPACITY, f"HeyGen refused a new session: {exc.message}") from exc
+    except BaseException:
+        registry.remove(cmd.session_id)
+        raise
+    session.heygen_session_id = new.session_id
+    session.billing_started_at = time.monotonic()
+    await ctx.emit(
+        SessionCreated,
+        session,
+        version=cmd.version,
+        owner=ctx.principal,
+        idle_timeout_s=int(session.idle_timeout_s),
+        max_duration_s=int(session.max_duration_s),
+        **connection_fields(new),
+    )
+    if cmd.version is StreamingVersion.V1:
+        return  # v1 waits for the client's SDP answer in session.start
+    await _start(ctx, session, None)
+
+
+async def start_session(cmd: SessionStart, ctx: CommandContext) -> None:
+    session = ctx.session(cmd.session_id)
+    if (
+        session.profile.version is not StreamingVersion.V1
+        or session.state is not SessionState.CREATING
+    ):
+        raise Rejected(
+            RejectCode.WRONG_STATE, "session.start is for v1 sessions awaiting an answer"
+        )
+    await _start(ctx, session, SdpAnswer(sdp=cmd.sdp.sdp))
+
+
+async def _start(ctx: CommandContext, session: Session, sdp: SdpAnswer | None) -> None:
+    assert session.heygen_session_id is not None
+    try:
+        await ctx.heygen.start_session(session.heygen_session_id, sdp, deadline=ctx.deadline)
+    except HeyGenError as exc:
+        # A session that cannot start still bills: stop it, then report the failure.
+        await end_session(ctx.services, session, StopReason.ERROR, ctx.command, detail=str(exc))
+        raise
+    session.touch()
+    session.transition(SessionState.READY)
+    await ctx.emit(SessionReady, session, heygen_session_id=session.heygen_session_id)
+
+
+async def ice(cmd: SessionIce, ctx: CommandContext) -> None:
+    session = ctx.session(cmd.session_id)
+    if session.profile.version is not StreamingVersion.V1:
+        raise Rejected(RejectCode.WRONG_STATE, "session.ice is for v1 sessions only")
+    assert session.heygen_session_id is not None
+    candidate = IceCandidate.model_validate(cmd.candidate.model_dump())
+    await ctx.heygen.ice(session.heygen_session_id, candidate, deadline=ctx.deadline)
+    await ctx.emit(CommandCompleted, session, command_type=cmd.type)
+
+
+async def keepalive(cmd: SessionKeepalive, ctx: CommandContext) -> None:
+    session = ctx.session(cmd.session_id)
+    assert session.heygen_session_id is not None
+    await ctx.heygen.keep_alive(session.heygen_session_id, deadline=ctx.deadline)
+    session.touch()
+    await ctx.emit(CommandCompleted, session, command_type=cmd.type)
+
+
+async def stop_session(cmd: SessionStop, ctx: CommandContext) -> None:
+    session = ctx.session(cmd.session_id)
+    await end_session(ctx.services, session, StopReason.REQUESTED, cmd, detail=cmd.reason)
+
+
+async def end_session(
+    services: Services,
+    session: Session,
+    reason: StopReason,
+    cause: Command | None,
+    *,
+    detail: str | None = None,
+    call_heygen: bool = True,
+) -> None:
+    """Stop a session for any reason (request, policy, error, shutdown) and report its usage."""
+    session.transition(SessionState.STOPPING)
+    session.cancel_speech_timers()
+    if call_heygen and session.heygen_session_id is not None:
+        # Already gone on HeyGen's side means nothing is left to bill.
+        with contextlib.suppress(SessionClosedError):
+            await services.heygen.stop(session.heygen_session_id)
+    billed = session.billed_seconds()
+    session.transition(SessionState.STOPPED)
+    services.registry.remove(session.session_id)
+    usage = Usage(
+        billed_seconds=round(billed, 3),
+        credits_estimate=round(billed / 60 * services.policy.credits_per_minute, 4),
+        tasks=session.tasks,
+        characters=session.characters,
+    )
+    metrics = services.metrics
+    metrics.sessions_stopped_total.labels(reason=reason.value).inc()
+    metrics.session_duration_seconds.labels(reason=reason.value).observe(billed)
+    metrics.billed_session_seconds_total.inc(billed)
+    metrics.credits_estimated_total.inc(usage.credits_estimate)
+    await services.emitter.emit(
+        SessionStopped,
+        session=session,
+        cause=cause,
+        reason=reason,
+        detail=detail,
+        usage=usage,
+        heygen_session_id=session.heygen_session_id,
+    )

@@ -1,0 +1,120 @@
+"""session.speak and session.interrupt."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from contracts.commands import SessionInterrupt, SessionSpeak
+from contracts.common import RejectCode, SessionState, SpeechFinishSource, TaskMode
+from contracts.events import SpeechFinished, SpeechInterrupted, SpeechStarted
+from worker.handlers.context import CommandContext, Rejected, Services
+from worker.sessions.session import Session
+
+SPEAKABLE = frozenset({SessionState.READY, SessionState.SPEAKING})
+
+
+async def speak(cmd: SessionSpeak, ctx: CommandContext) -> None:
+    session = ctx.session(cmd.session_id)
+    if session.state not in SPEAKABLE:
+        raise Rejected(RejectCode.WRONG_STATE, f"session {cmd.session_id} is {session.state}")
+    assert session.heygen_session_id is not None
+    epoch = session.interrupt_epoch
+    session.transition(SessionState.SPEAKING)
+    try:
+        result = await ctx.heygen.task(
+            session.heygen_session_id,
+            cmd.text,
+            task_type=cmd.task_type.value,
+            task_mode=cmd.task_mode.value,
+            deadline=ctx.deadline,
+        )
+    finally:
+        _settle_state(session)
+    now = time.monotonic()
+    session.touch(now)
+    session.last_speech = now
+    session.tasks += 1
+    session.characters += len(cmd.text)
+    metrics = ctx.services.metrics
+    metrics.speech_tasks_total.labels(
+        task_type=cmd.task_type.value, task_mode=cmd.task_mode.value
+    ).inc()
+    metrics.speech_characters_total.inc(len(cmd.text))
+    task_id = result.task_id or cmd.command_id
+    await ctx.emit(
+        SpeechStarted,
+        session,
+        task_id=task_id,
+        duration_ms=result.duration_ms,
+        task_type=cmd.task_type,
+        task_mode=cmd.task_mode,
+        characters=len(cmd.text),
+    )
+    if cmd.task_mode is TaskMode.SYNC:
+        # HeyGen answered when the speech ended (or was cut short by an interrupt).
+        await ctx.emit(
+            SpeechFinished,
+            session,
+            task_id=task_id,
+            duration_ms=result.duration_ms,
+            source=SpeechFinishSource.OBSERVED,
+            interrupted=session.interrupt_epoch != epoch,
+        )
+        return
+    _schedule_estimated_finish(ctx.services, cmd, session, task_id, result.duration_ms or 0.0)
+
+
+def _schedule_estimated_finish(
+    services: Services, cause: SessionSpeak, session: Session, task_id: str, duration_ms: float
+) -> None:
+    """HeyGen queues async speech: this one ends `duration_ms` after the previous one."""
+    now = time.monotonic()
+    session.speaking_until = max(now, session.speaking_until) + duration_ms / 1000
+    session.transition(SessionState.SPEAKING)
+
+    def finished() -> None:
+        session.speech_timers.remove(timer)
+        services.spawn(_report_finished(services, session, cause, task_id, duration_ms))
+
+    loop = asyncio.get_running_loop()
+    timer = loop.call_at(loop.time() + session.speaking_until - now, finished)
+    session.speech_timers.append(timer)
+
+
+async def _report_finished(
+    services: Services, session: Session, cause: SessionSpeak, task_id: str, duration_ms: float
+) -> None:
+    _settle_state(session)
+    if session.state is SessionState.STOPPED:
+        return
+    await services.emitter.emit(
+        SpeechFinished,
+        session=session,
+        cause=cause,
+        task_id=task_id,
+        duration_ms=duration_ms,
+        source=SpeechFinishSource.ESTIMATED,
+        interrupted=False,
+    )
+
+
+def _settle_state(session: Session) -> None:
+    """Back to ready once no speech is running or queued at HeyGen."""
+    if session.state is SessionState.SPEAKING and session.speaking_until <= time.monotonic():
+        session.transition(SessionState.READY)
+
+
+async def interrupt(cmd: SessionInterrupt, ctx: CommandContext) -> None:
+    session = ctx.session(cmd.session_id)
+    if session.state not in SPEAKABLE:
+        raise Rejected(RejectCode.WRONG_STATE, f"session {cmd.session_id} is {session.state}")
+    assert session.heygen_session_id is not None
+    await ctx.heygen.interrupt(session.heygen_session_id, deadline=ctx.deadline)
+    session.touch()
+    # Interrupt ends the current speech and drops HeyGen's queue: no estimated finishes follow.
+    session.interrupt_epoch += 1
+    session.cancel_speech_timers()
+    session.speaking_until = 0.0
+    _settle_state(session)
+    await ctx.emit(SpeechInterrupted, session, task_id=None)

@@ -1,0 +1,105 @@
+"""When and how long to wait before repeating a failed HeyGen call.
+
+Capped exponential backoff with full jitter, Retry-After as a floor, never past the caller's
+deadline, and only where repeating the call cannot do something twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from random import random as _uniform
+from typing import TypeVar
+
+from worker.heygen.errors import (
+    HeyGenError,
+    HeyGenTimeoutError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+)
+
+T = TypeVar("T")
+
+OnRetry = Callable[[str, HeyGenError, int, float], None]
+
+
+class Safety(enum.Enum):
+    IDEMPOTENT = "idempotent"  # repeating it has the same effect as doing it once
+    UNSAFE = "unsafe"  # repeating it may bill (new, create_token) or speak (task) twice
+
+
+ENDPOINT_SAFETY: Mapping[str, Safety] = {
+    "streaming.new": Safety.UNSAFE,
+    "streaming.start": Safety.UNSAFE,
+    "streaming.task": Safety.UNSAFE,
+    "streaming.create_token": Safety.UNSAFE,
+    "streaming.ice": Safety.IDEMPOTENT,
+    "streaming.interrupt": Safety.IDEMPOTENT,
+    "streaming.stop": Safety.IDEMPOTENT,
+    "streaming.keep_alive": Safety.IDEMPOTENT,
+    "streaming.list": Safety.IDEMPOTENT,
+    "streaming/avatar.list": Safety.IDEMPOTENT,
+}
+
+
+def is_retried(endpoint: str, error: HeyGenError) -> bool:
+    """The retry table. An endpoint missing from ENDPOINT_SAFETY is treated as unsafe."""
+    if isinstance(error, RateLimitedError):
+        return True  # refused before any work was done
+    if isinstance(error, TransportError) and not error.request_sent:
+        return True  # the request provably never reached HeyGen
+    if ENDPOINT_SAFETY.get(endpoint, Safety.UNSAFE) is Safety.UNSAFE:
+        return False
+    return isinstance(error, TransportError | HeyGenTimeoutError | ServerError)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """`max_attempts` counts the first call. A Retry-After longer than `max_retry_after` is not
+    waited for: the error goes back to the caller, who owns the longer-term decision."""
+
+    max_attempts: int = 4
+    base_delay: float = 0.2
+    max_delay: float = 5.0
+    max_retry_after: float = 30.0
+    on_retry: OnRetry | None = None
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    random: Callable[[], float] = _uniform
+    clock: Callable[[], float] = time.monotonic
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max_delay, base_delay * 2**(attempt-1))]."""
+        ceiling = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        return self.random() * ceiling
+
+    def delay_before_retry(self, error: HeyGenError, attempt: int) -> float | None:
+        """Seconds to wait after failed attempt number `attempt` (1-based), or None to give up."""
+        delay = self.backoff(attempt)
+        if isinstance(error, RateLimitedError) and error.retry_after is not None:
+            if error.retry_after > self.max_retry_after:
+                return None
+            delay = max(delay, error.retry_after)
+        return delay
+
+    async def run(
+        self, endpoint: str, call: Callable[[], Awaitable[T]], *, deadline: float | None
+    ) -> T:
+        """Await `call()`, repeating it on errors the table allows, within `deadline`."""
+        attempt = 1
+        while True:
+            try:
+                return await call()
+            except HeyGenError as error:
+                if attempt >= self.max_attempts or not is_retried(endpoint, error):
+                    raise
+                delay = self.delay_before_retry(error, attempt)
+                if delay is None or (deadline is not None and self.clock() + delay >= deadline):
+                    raise
+                if self.on_retry is not None:
+                    self.on_retry(endpoint, error, attempt, delay)
+                await self.sleep(delay)
+                attempt += 1

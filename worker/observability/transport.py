@@ -1,0 +1,145 @@
+"""httpx transport wrapper: a CLIENT span and metrics per HeyGen request, traceparent injected.
+
+OpenTelemetry's httpx instrumentation does not wrap custom transports (the aiohttp one), so
+this does it. It never records request headers: they carry the X-Api-Key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from typing import Any
+
+import httpx
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from worker.heygen.errors import error_from_answer
+from worker.observability.metrics import HEYGEN_ENDPOINTS, OTHER, Metrics
+from worker.observability.tracing import inject_context, tracer
+
+_VERSION_SEGMENT = re.compile(r"v\d+")
+
+
+def endpoint_label(path: str) -> str:
+    """The bounded endpoint name of a HeyGen URL path, named like the HeyGen client names it:
+    "/v1/streaming.task" -> "streaming.task", "/v1/streaming/avatar.list" ->
+    "streaming.avatar.list", "/v2/streaming.list" -> "v2.streaming.list"; anything else "other".
+    A path prefix before the version (a proxy in front of HeyGen) is ignored."""
+    segments = [segment for segment in path.split("/") if segment]
+    versions = [i for i, segment in enumerate(segments) if _VERSION_SEGMENT.fullmatch(segment)]
+    if not versions:
+        return OTHER
+    version = segments[versions[-1]]
+    name = ".".join(segments[versions[-1] + 1 :])
+    if version != "v1":
+        name = f"{version}.{name}"
+    return name if name in HEYGEN_ENDPOINTS else OTHER
+
+
+def outcome_of(status: int, body: bytes) -> str:
+    """ "ok" or the error kind the HeyGen client raises for this answer (same mapping)."""
+    try:
+        payload: Any = json.loads(body) if body else None
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        if 200 <= status < 300:
+            return "server"  # the client rejects a success without a JSON envelope
+        payload = {}
+    code, message = payload.get("code"), str(payload.get("message") or "")
+    error = payload.get("error")
+    if isinstance(error, dict):  # create_token's {"error": {...}, "data": ...} shape
+        code = code if code is not None else error.get("code")
+        message = message or str(error.get("message") or "")
+    succeeded = (
+        message.strip().lower() == "success"
+        or code is None
+        or str(code).strip().lower() in {"100", "success"}
+    )
+    if 200 <= status < 300 and not error and succeeded:
+        return "ok"
+    try:
+        numeric_code: int | None = int(str(code))
+    except ValueError:
+        numeric_code = None
+    answer = error_from_answer(endpoint="", http_status=status, code=numeric_code, message=message)
+    return answer.kind
+
+
+def _url_without_query(url: httpx.URL) -> str:
+    return f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"  # netloc has no userinfo
+
+
+class InstrumentedTransport(httpx.AsyncBaseTransport):
+    """Wraps `inner`; pass it as the HeyGen client's transport."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        endpoint = endpoint_label(request.url.path)
+        attributes = {
+            "http.request.method": request.method,
+            "url.full": _url_without_query(request.url),
+            "server.address": request.url.host,
+            "heygen.endpoint": endpoint,
+        }
+        name = f"HeyGen {request.method} {endpoint}"
+        with tracer().start_as_current_span(
+            name, kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            inject_context(request.headers)
+            started = time.perf_counter()
+            outcome = "transport"  # any failure not classified below
+            try:
+                response = await self._inner.handle_async_request(request)
+                body = await _read_raw(response)
+                outcome = outcome_of(response.status_code, _decoded(response, body))
+                span.set_attribute("http.response.status_code", response.status_code)
+            except httpx.TimeoutException:
+                outcome = "timeout"
+                raise
+            except asyncio.CancelledError:
+                outcome = "cancelled"  # the caller gave up (its deadline, or shutdown)
+                raise
+            finally:
+                self._metrics.observe_heygen(endpoint, outcome, time.perf_counter() - started)
+                span.set_attribute("heygen.outcome", outcome)
+                if outcome != "ok":
+                    span.set_status(Status(StatusCode.ERROR, outcome))
+        # A fresh, unread response: httpx's client reads it as usual (and times it).
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=httpx.ByteStream(body),
+            extensions=response.extensions,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def _read_raw(response: httpx.Response) -> bytes:
+    """The body as sent (still content-encoded). Iterates the stream itself: a response built
+    in memory (httpx.MockTransport) is already marked read, which aiter_raw() refuses."""
+    stream = response.stream
+    if not isinstance(stream, httpx.AsyncByteStream):
+        raise TypeError("an async transport returned a sync stream")
+    try:
+        return b"".join([chunk async for chunk in stream])
+    finally:
+        await response.aclose()
+
+
+def _decoded(response: httpx.Response, raw: bytes) -> bytes:
+    """`raw` with the response's Content-Encoding undone, for classification only."""
+    if "content-encoding" not in response.headers:
+        return raw
+    try:
+        return httpx.Response(200, headers=response.headers, content=raw).content
+    except httpx.DecodingError:
+        return b""

@@ -1,0 +1,92 @@
+"""One logical session: our stable id, the current HeyGen session behind it, and its counters."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from contracts.commands import SessionCreate
+from contracts.common import SessionState
+
+# Which state may follow which; anything else is a bug worth failing loudly on.
+_TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
+    SessionState.CREATING: frozenset(
+        {SessionState.READY, SessionState.STOPPING, SessionState.STOPPED}
+    ),
+    SessionState.READY: frozenset(
+        {SessionState.SPEAKING, SessionState.STOPPING, SessionState.RECONNECTING}
+    ),
+    SessionState.SPEAKING: frozenset(
+        {SessionState.READY, SessionState.STOPPING, SessionState.RECONNECTING}
+    ),
+    SessionState.RECONNECTING: frozenset(
+        {SessionState.READY, SessionState.STOPPING, SessionState.STOPPED}
+    ),
+    SessionState.STOPPING: frozenset({SessionState.STOPPED}),
+    SessionState.STOPPED: frozenset(),
+}
+
+LIVE_STATES = frozenset(
+    {SessionState.CREATING, SessionState.READY, SessionState.SPEAKING, SessionState.RECONNECTING}
+)
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+@dataclass(eq=False)
+class Session:
+    session_id: str
+    partition: int
+    owner: str | None
+    profile: SessionCreate
+    idle_timeout_s: float
+    max_duration_s: float
+    state: SessionState = SessionState.CREATING
+    heygen_session_id: str | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started_at: float = field(default_factory=time.monotonic)
+    # HeyGen counts tasks, keep-alives and interrupts as activity; our idle policy counts speech.
+    last_activity: float = field(default_factory=time.monotonic)
+    last_speech: float = field(default_factory=time.monotonic)
+    billing_started_at: float | None = None
+    seq: int = 0
+    tasks: int = 0
+    characters: int = 0
+    # Bumped by every interrupt, so a sync speak can tell it was cut short.
+    interrupt_epoch: int = 0
+    speaking_until: float = 0.0
+    speech_timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    # Serialises (assign seq, publish) so consumers see seq in publish order.
+    emit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    def transition(self, to: SessionState) -> None:
+        if to is self.state:
+            return
+        if to not in _TRANSITIONS[self.state]:
+            raise IllegalTransition(f"session {self.session_id}: {self.state} -> {to}")
+        self.state = to
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def touch(self, now: float | None = None) -> None:
+        self.last_activity = time.monotonic() if now is None else now
+
+    def billed_seconds(self, now: float | None = None) -> float:
+        if self.billing_started_at is None:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - self.billing_started_at)
+
+    def cancel_speech_timers(self) -> None:
+        for timer in self.speech_timers:
+            timer.cancel()
+        self.speech_timers.clear()

@@ -1,0 +1,65 @@
+"""Worker settings, read from environment variables (one table in the README)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class WorkerSettings(BaseSettings):
+    """Every knob of the worker; the env var name is the alias of each field."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    amqp_url: SecretStr = Field(
+        SecretStr("amqp://guest:guest@127.0.0.1:5672/"), validation_alias=_env("AMQP_URL")
+    )
+    amqp_ca_file: Path | None = Field(None, validation_alias=_env("AMQP_CA_FILE"))
+    heygen_api_key: SecretStr | None = Field(None, validation_alias=_env("HEYGEN_API_KEY"))
+    heygen_api_key_file: Path | None = Field(None, validation_alias=_env("HEYGEN_API_KEY_FILE"))
+    heygen_base_url: str = Field("https://api.heygen.com", validation_alias=_env("HEYGEN_BASE_URL"))
+    heygen_timeout_s: float = Field(30.0, gt=0, validation_alias=_env("HEYGEN_TIMEOUT_S"))
+    simulator_port: int = Field(8090, ge=0, le=65535, validation_alias=_env("SIMULATOR_PORT"))
+
+    partitions: int = Field(8, ge=1, le=1024, validation_alias=_env("WORKER_PARTITIONS"))
+    prefetch: int = Field(64, ge=1, le=10_000, validation_alias=_env("WORKER_PREFETCH"))
+    http_concurrency: int = Field(
+        64, ge=1, le=10_000, validation_alias=_env("WORKER_HTTP_CONCURRENCY")
+    )
+    max_sessions: int = Field(100, ge=1, validation_alias=_env("WORKER_MAX_SESSIONS"))
+    idle_timeout_s: float = Field(300, gt=0, validation_alias=_env("WORKER_IDLE_TIMEOUT_S"))
+    max_duration_s: float = Field(3600, gt=0, validation_alias=_env("WORKER_MAX_DURATION_S"))
+    keepalive_interval_s: float = Field(
+        30, gt=0, validation_alias=_env("WORKER_KEEPALIVE_INTERVAL_S")
+    )
+    shutdown_grace_s: float = Field(25, ge=0, validation_alias=_env("WORKER_SHUTDOWN_GRACE_S"))
+    stop_sessions_on_shutdown: bool = Field(
+        False, validation_alias=_env("WORKER_STOP_SESSIONS_ON_SHUTDOWN")
+    )
+    delivery_limit: int = Field(5, ge=1, validation_alias=_env("WORKER_DELIVERY_LIMIT"))
+    publish_timeout_s: float = Field(10, gt=0, validation_alias=_env("WORKER_PUBLISH_TIMEOUT_S"))
+    dedup_capacity: int = Field(100_000, ge=1, validation_alias=_env("WORKER_DEDUP_CAPACITY"))
+    max_text_chars: int = Field(2000, ge=1, validation_alias=_env("WORKER_MAX_TEXT_CHARS"))
+    max_message_bytes: int = Field(
+        65_536, ge=1024, validation_alias=_env("WORKER_MAX_MESSAGE_BYTES")
+    )
+    credits_per_minute: float = Field(0.2, ge=0, validation_alias=_env("WORKER_CREDITS_PER_MINUTE"))
+    worker_id: str = Field(default_factory=_default_worker_id, validation_alias=_env("WORKER_ID"))
+    metrics_host: str = Field("0.0.0.0", validation_alias=_env("METRICS_HOST"))
+    metrics_port: int = Field(9464, ge=0, le=65535, validation_alias=_env("METRICS_PORT"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=_env("LOG_LEVEL")
+    )
