@@ -107,9 +107,7 @@ async def _bench(args: argparse.Namespace) -> Result:
             httpx.AsyncClient(
                 base_url=base_url,
                 headers=headers,
-                transport=AiohttpTransport(
-                    limits=httpx.Limits(max_connections=args.concurrency)
-                ),
+                transport=AiohttpTransport(limits=httpx.Limits(max_connections=args.concurrency)),
             ) as wrapped,
         ):
             await _wait_ready(admin)
@@ -137,7 +135,9 @@ async def _bench(args: argparse.Namespace) -> Result:
             stats = await admin.stats(include_requests=False)
             counted = sum(s.keep_alives for s in stats.sessions.values())
             if counted < result.requests - result.errors:
-                raise SystemExit(f"simulator counted {counted} keep-alives, client {result.requests}")
+                raise SystemExit(
+                    f"simulator counted {counted} keep-alives, client {result.requests}"
+                )
             return result
     finally:
         server.terminate()

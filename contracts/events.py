@@ -124,6 +124,9 @@ class SpeechFinished(SessionEvent):
     task_id: str = Field(min_length=1)
     duration_ms: float | None = Field(default=None, ge=0)
     source: SpeechFinishSource
+    interrupted: bool = Field(
+        default=False, description="True when an interrupt cut it short before HeyGen answered."
+    )
 
 
 class SpeechInterrupted(SessionEvent):

@@ -15,6 +15,7 @@ import yaml
 
 from contracts.commands import COMMAND_MODELS, CommandBase
 from contracts.common import CONTRACT_VERSION, ContractModel
+from contracts.docs import markdown_tables
 from contracts.events import EVENT_MODELS, EventBase
 from contracts.examples import COMMAND_EXAMPLES, EVENT_EXAMPLES
 from contracts.topology import (
@@ -290,17 +291,17 @@ def write(root: Path = PACKAGE_DIR) -> list[str]:
     return changed
 
 
-def _main(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str], root: Path = PACKAGE_DIR) -> int:
     command = argv[0] if argv else ""
     if command == "write":
-        changed = write()
+        changed = write(root)
         print(
             f"contracts: {len(changed)} generated file(s) updated"
             + "".join(f"\n  {path}" for path in changed)
         )
         return 0
     if command == "check":
-        drifted = drifted_files()
+        drifted = drifted_files(root)
         if drifted:
             print(
                 "contracts: generated files drifted from the models; "
@@ -313,8 +314,6 @@ def _main(argv: Sequence[str]) -> int:
         print("contracts: JSON Schemas and AsyncAPI document are up to date")
         return 0
     if command == "markdown":
-        from contracts.docs import markdown_tables
-
         print(markdown_tables(), end="")
         return 0
     print(__doc__, file=sys.stderr)
@@ -322,4 +321,4 @@ def _main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

@@ -21,6 +21,8 @@ RequestRecord = tuple[str, str | None, int, bool, float]
 
 
 class Simulator:
+    """Shared by the HeyGen routes and the admin routes of one application."""
+
     def __init__(self, settings: SimulatorSettings, *, clock: Clock = time.monotonic) -> None:
         self._initial = settings
         self.clock = clock

@@ -41,6 +41,12 @@ def wrong_state() -> ApiError:
     return ApiError(400, WRONG_STATE, "Session is not in correct state")
 
 
+def session_closed() -> ApiError:
+    # The reference lists "session state wrong: closed" for calls after HeyGen closed a session
+    # (its code is unconfirmed); 400006 keeps clients that only look at the code working.
+    return ApiError(400, WRONG_STATE, "Session state wrong: closed")
+
+
 def invalid_parameter(detail: str) -> ApiError:
     return ApiError(400, INVALID_PARAMETER, f"Invalid parameter: {detail}")
 

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from aiohttp import web
 
 from simulator.admin import SimulatorAdmin
@@ -30,6 +31,12 @@ class RunningSimulator:
     settings: SimulatorSettings
     # A key the simulator accepts; kept out of repr like any API key.
     api_key: str = field(repr=False)
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """An httpx client for the HeyGen endpoints, sending api_key as X-Api-Key."""
+        return httpx.AsyncClient(
+            base_url=self.base_url, headers={"X-Api-Key": self.api_key}, **kwargs
+        )
 
 
 def _settings_with(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from simulator.errors import concurrent_limit, wrong_state
+from simulator.errors import concurrent_limit, session_closed, wrong_state
 from simulator.settings import SimulatorSettings
 from simulator.validation import NewSessionParams
 
@@ -127,11 +127,14 @@ class SessionStore:
         return sum(len(ids) for ids in self._live_by_key.values())
 
     def live(self, api_key: str, session_id: str) -> Session:
-        """The caller's live session; unknown, foreign or closed ones answer 400006."""
+        """The caller's live session; unknown or foreign ones answer "not in correct state",
+        closed ones "session state wrong: closed" (both code 400006)."""
         self.expire_due()
         session = self._sessions.get(session_id)
-        if session is None or session.api_key != api_key or session.closed_reason is not None:
+        if session is None or session.api_key != api_key:
             raise wrong_state()
+        if session.closed_reason is not None:
+            raise session_closed()
         return session
 
     def live_sessions(self, api_key: str) -> list[Session]:

@@ -8,6 +8,7 @@ import logging
 import signal
 import ssl
 from contextlib import AsyncExitStack
+from functools import partial
 
 import aio_pika
 import httpx
@@ -15,7 +16,7 @@ from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from contracts.common import StopReason, configure_limits
+from contracts.common import SessionState, StopReason, configure_limits
 from simulator.server import running_simulator
 from worker.bus.consumer import Consumer
 from worker.bus.publisher import Publisher
@@ -33,7 +34,9 @@ from worker.observability.logs import configure_logging, register_secret
 from worker.observability.metrics import Metrics
 from worker.observability.tracing import inject_context, setup_tracing
 from worker.observability.transport import InstrumentedTransport
+from worker.pool import PoolSettings, SessionPool
 from worker.sessions.registry import Registry
+from worker.sessions.session import LIVE_STATES
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,8 @@ class Worker:
         self.services: Services | None = None
         self.dispatcher: Dispatcher | None = None
         self.health: HealthServer | None = None
+        self.pool: SessionPool | None = None
+        self._pool_task: asyncio.Task[None] | None = None
         self.heygen_base_url = settings.heygen_base_url
 
     async def start(self) -> None:
@@ -98,6 +103,7 @@ class Worker:
                 idle_timeout_s=s.idle_timeout_s,
                 max_duration_s=s.max_duration_s,
                 credits_per_minute=s.credits_per_minute,
+                reconnect_attempts=s.reconnect_attempts,
             ),
             metrics=self.metrics,
         )
@@ -117,6 +123,18 @@ class Worker:
                 reason=reason
             ).inc(),
         )
+        self.pool = SessionPool(
+            self.services,
+            PoolSettings(
+                keepalive_interval_s=s.keepalive_interval_s,
+                keepalive_concurrency=s.keepalive_concurrency,
+                reconcile_interval_s=s.reconcile_interval_s,
+                leak_grace_s=s.leak_grace_s,
+                reap_unknown_sessions=s.reap_unknown_sessions,
+            ),
+        )
+        self._pool_task = asyncio.create_task(self.pool.run())
+        self._track_sessions(self.services.registry)
         await self._consumer.start()
         self.metrics.partitions.set(s.partitions)
         self.metrics.max_sessions.set(s.max_sessions)
@@ -186,6 +204,13 @@ class Worker:
         self._stack.push_async_callback(connection.close)
         return connection
 
+    def _track_sessions(self, registry: Registry) -> None:
+        """Live sessions by state, computed at scrape time from the registry."""
+        for state in LIVE_STATES:
+            self.metrics.sessions.labels(state=state.value).set_function(
+                partial(_count_in_state, registry, state)
+            )
+
     def readiness(self) -> tuple[bool, str]:
         if self._draining:
             return False, "draining"
@@ -230,10 +255,18 @@ class Worker:
                     await end_session(self.services, session, StopReason.SHUTDOWN, None)
         if self._consumer is not None:
             await self._consumer.close()
+        if self._pool_task is not None:
+            self._pool_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pool_task
         if self.services is not None:
             for task in list(self.services.background):
                 task.cancel()
         await self._stack.aclose()
+
+
+def _count_in_state(registry: Registry, state: SessionState) -> int:
+    return registry.count_by_state()[state]
 
 
 def run_worker(settings: WorkerSettings | None = None) -> None:

@@ -20,25 +20,14 @@ from contracts.common import RejectCode
 from contracts.events import CommandFailed, CommandRejected
 from worker.bus.delivery import ACK, REQUEUE, Delivery, Disposition, dead_letter
 from worker.bus.publisher import PublishFailed
-from worker.handlers import HANDLERS
+from worker.handlers import CONTROL_LANES, HANDLERS
 from worker.handlers.context import CommandContext, Rejected, Services
 from worker.heygen.errors import HeyGenError
 from worker.observability.logs import log_context
 from worker.observability.tracing import extract_context, tracer
-from worker.sessions.mailbox import Mailboxes, Preempted
+from worker.sessions.mailbox import Preempted
 
 log = logging.getLogger(__name__)
-
-SPEAK = "session.speak"
-# Control commands do not wait behind a running speak, and drop queued work they make moot.
-CONTROL_LANES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    # type: (queued kinds it preempts, running kinds it overtakes)
-    "session.interrupt": (frozenset({SPEAK}), frozenset({SPEAK})),
-    "session.stop": (
-        frozenset({SPEAK, "session.keepalive", "session.ice", "session.interrupt"}),
-        frozenset({SPEAK}),
-    ),
-}
 
 
 class RecentIds:
@@ -61,7 +50,7 @@ class Dispatcher:
     def __init__(self, services: Services, *, max_message_bytes: int, dedup_capacity: int) -> None:
         self._services = services
         self._max_message_bytes = max_message_bytes
-        self._mailboxes = Mailboxes()
+        self._mailboxes = services.mailboxes
         self._finished = RecentIds(dedup_capacity)
         self._in_flight: dict[str, asyncio.Task[object] | None] = {}
         self._idle = asyncio.Event()

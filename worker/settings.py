@@ -45,6 +45,17 @@ class WorkerSettings(BaseSettings):
     keepalive_interval_s: float = Field(
         30, gt=0, validation_alias=_env("WORKER_KEEPALIVE_INTERVAL_S")
     )
+    keepalive_concurrency: int = Field(
+        32, ge=1, validation_alias=_env("WORKER_KEEPALIVE_CONCURRENCY")
+    )
+    reconnect_attempts: int = Field(3, ge=0, validation_alias=_env("WORKER_RECONNECT_ATTEMPTS"))
+    reconcile_interval_s: float = Field(
+        60, gt=0, validation_alias=_env("WORKER_RECONCILE_INTERVAL_S")
+    )
+    leak_grace_s: float = Field(120, ge=0, validation_alias=_env("WORKER_LEAK_GRACE_S"))
+    reap_unknown_sessions: bool = Field(
+        False, validation_alias=_env("WORKER_REAP_UNKNOWN_SESSIONS")
+    )
     shutdown_grace_s: float = Field(25, ge=0, validation_alias=_env("WORKER_SHUTDOWN_GRACE_S"))
     stop_sessions_on_shutdown: bool = Field(
         False, validation_alias=_env("WORKER_STOP_SESSIONS_ON_SHUTDOWN")

@@ -294,7 +294,7 @@ async def test_method_request_and_answer(
     [sent] = rec.requests
     assert (sent.method, sent.url.path, sent.url.host) == (method, path, "heygen.test")
     assert sent.headers["X-Api-Key"] == KEY
-    assert sent.extensions[ENDPOINT_EXTENSION] == path.removeprefix("/v1/")
+    assert sent.extensions[ENDPOINT_EXTENSION] == path.removeprefix("/v1/").replace("/", ".")
     assert rec.bodies() == [body]
     assert result == expected
 

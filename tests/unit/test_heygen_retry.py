@@ -20,6 +20,7 @@ from worker.heygen.errors import (
     TransportError,
 )
 from worker.heygen.retry import ENDPOINT_SAFETY, OnRetry, RetryPolicy, Safety, is_retried
+from worker.observability.metrics import HEYGEN_ENDPOINTS
 
 IDEMPOTENT = [
     "streaming.keep_alive",
@@ -27,7 +28,7 @@ IDEMPOTENT = [
     "streaming.stop",
     "streaming.ice",
     "streaming.list",
-    "streaming/avatar.list",
+    "streaming.avatar.list",
 ]
 UNSAFE = ["streaming.new", "streaming.task", "streaming.start", "streaming.create_token"]
 
@@ -66,6 +67,11 @@ def test_every_endpoint_is_classified() -> None:
     assert set(ENDPOINT_SAFETY) == set(IDEMPOTENT) | set(UNSAFE)
     assert {ENDPOINT_SAFETY[e] for e in IDEMPOTENT} == {Safety.IDEMPOTENT}
     assert {ENDPOINT_SAFETY[e] for e in UNSAFE} == {Safety.UNSAFE}
+
+
+def test_endpoint_names_are_the_metrics_labels() -> None:
+    # The retry hook's endpoint label must match the instrumented transport's.
+    assert set(ENDPOINT_SAFETY) <= set(HEYGEN_ENDPOINTS)
 
 
 @pytest.mark.parametrize("kind", sorted(TABLE))

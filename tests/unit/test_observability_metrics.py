@@ -60,6 +60,8 @@ def scrape(registry: CollectorRegistry) -> str:
 
 def test_every_family_is_exposed_with_its_labels(metrics: Metrics, registry: CollectorRegistry) -> None:
     families = {family.name: family for family in text_string_to_metric_families(scrape(registry))}
+    assert {"process_cpu_seconds", "process_resident_memory_bytes"} <= set(families)
+    families = {name: f for name, f in families.items() if name.startswith("heygen_worker_")}
     # The text format shows an Info as a gauge named <name>_info.
     families["heygen_worker_build"] = families.pop("heygen_worker_build_info")
     families["heygen_worker_build"].type = "info"

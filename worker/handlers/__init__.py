@@ -21,3 +21,15 @@ HANDLERS: dict[str, Handler] = {
     "session.keepalive": keepalive,
     "sessions.list": list_sessions,
 }
+
+SPEAK = "session.speak"
+STOP = "session.stop"
+# Control commands do not wait behind a running speak, and drop queued work they make moot.
+# type: (queued kinds it preempts, running kinds it overtakes)
+CONTROL_LANES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "session.interrupt": (frozenset({SPEAK}), frozenset({SPEAK})),
+    STOP: (
+        frozenset({SPEAK, "session.keepalive", "session.ice", "session.interrupt"}),
+        frozenset({SPEAK}),
+    ),
+}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -14,8 +15,10 @@ from contracts.events import Event
 from worker.events import EventEmitter
 from worker.heygen.client import HeyGenClient
 from worker.observability.metrics import Metrics
+from worker.sessions.mailbox import Mailboxes
 from worker.sessions.registry import Registry
 from worker.sessions.session import Session
+from worker.sessions.timers import Timers
 
 E = TypeVar("E", bound=Event)
 log = logging.getLogger(__name__)
@@ -35,6 +38,10 @@ class Policy:
     idle_timeout_s: float
     max_duration_s: float
     credits_per_minute: float
+    reconnect_attempts: int = 3
+    # A task refused as "not in correct state" this soon after start means the viewer has not
+    # joined yet, not that the session closed: no reconnection.
+    fresh_session_s: float = 30.0
     # Principals allowed to act on any session (ownership is checked against the AMQP user_id).
     admins: frozenset[str] = frozenset()
 
@@ -46,7 +53,13 @@ class Services:
     emitter: EventEmitter
     policy: Policy
     metrics: Metrics
+    mailboxes: Mailboxes = field(default_factory=Mailboxes)
+    timers: Timers = field(default_factory=Timers)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def watch(self, session: Session) -> None:
+        """Have the session pool look at this session now (it then keeps it scheduled)."""
+        self.timers.schedule(session.session_id, time.monotonic())
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run worker-initiated work (timers, policies) without losing the task or its errors."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from typing import Any
 
 from contracts.commands import (
     Command,
@@ -46,7 +47,7 @@ def new_session_request(profile: SessionCreate) -> NewSessionRequest:
     return NewSessionRequest.model_validate(fields)
 
 
-def connection_fields(new: NewSession) -> dict[str, object]:
+def connection_fields(new: NewSession) -> dict[str, Any]:
     """What a client needs to join the stream; shared by session.created and session.reconnected."""
     return {
         "heygen_session_id": new.session_id,
@@ -134,6 +135,7 @@ async def _start(ctx: CommandContext, session: Session, sdp: SdpAnswer | None) -
         raise
     session.touch()
     session.transition(SessionState.READY)
+    ctx.services.watch(session)
     await ctx.emit(SessionReady, session, heygen_session_id=session.heygen_session_id)
 
 

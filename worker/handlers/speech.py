@@ -9,9 +9,14 @@ from contracts.commands import SessionInterrupt, SessionSpeak
 from contracts.common import RejectCode, SessionState, SpeechFinishSource, TaskMode
 from contracts.events import SpeechFinished, SpeechInterrupted, SpeechStarted
 from worker.handlers.context import CommandContext, Rejected, Services
+from worker.handlers.reconnect import reconnect
+from worker.heygen.errors import SessionClosedError
 from worker.sessions.session import Session
 
 SPEAKABLE = frozenset({SessionState.READY, SessionState.SPEAKING})
+SYNC_TIMEOUT_BASE_S = 30.0
+# About 150 words a minute is 12 characters a second; 4 leaves room for slow voices.
+SLOWEST_CHARS_PER_S = 4.0
 
 
 async def speak(cmd: SessionSpeak, ctx: CommandContext) -> None:
@@ -20,6 +25,7 @@ async def speak(cmd: SessionSpeak, ctx: CommandContext) -> None:
         raise Rejected(RejectCode.WRONG_STATE, f"session {cmd.session_id} is {session.state}")
     assert session.heygen_session_id is not None
     epoch = session.interrupt_epoch
+    session.last_speech = time.monotonic()
     session.transition(SessionState.SPEAKING)
     try:
         result = await ctx.heygen.task(
@@ -28,9 +34,15 @@ async def speak(cmd: SessionSpeak, ctx: CommandContext) -> None:
             task_type=cmd.task_type.value,
             task_mode=cmd.task_mode.value,
             deadline=ctx.deadline,
+            request_timeout=_sync_timeout(cmd.text) if cmd.task_mode is TaskMode.SYNC else None,
         )
-    finally:
+    except SessionClosedError as exc:
         _settle_state(session)
+        if _really_closed(ctx, session, exc):
+            # The failed speech is reported (command.failed), not replayed on the new session.
+            await reconnect(ctx.services, session, f"streaming.task: {exc.message}", cmd)
+        raise
+    _settle_state(session)
     now = time.monotonic()
     session.touch(now)
     session.last_speech = now
@@ -63,6 +75,18 @@ async def speak(cmd: SessionSpeak, ctx: CommandContext) -> None:
         )
         return
     _schedule_estimated_finish(ctx.services, cmd, session, task_id, result.duration_ms or 0.0)
+
+
+def _sync_timeout(text: str) -> float:
+    """A sync task answers when the speech ends: allow far more than its spoken length."""
+    return SYNC_TIMEOUT_BASE_S + len(text) / SLOWEST_CHARS_PER_S
+
+
+def _really_closed(ctx: CommandContext, session: Session, exc: SessionClosedError) -> bool:
+    """400006 right after start means the viewer has not joined yet: not a closed session."""
+    if exc.closed:
+        return True
+    return time.monotonic() - session.started_at > ctx.services.policy.fresh_session_s
 
 
 def _schedule_estimated_finish(

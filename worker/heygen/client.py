@@ -44,9 +44,9 @@ _AVATARS = TypeAdapter(list[Avatar])
 
 
 def endpoint_name(path: str) -> str:
-    """Bounded name of a path, as the simulator names it: "/v1/streaming.task" -> "streaming.task"
-    (used in errors, retry table and metrics labels)."""
-    return path.removeprefix("/v1/")
+    """Bounded name of a path, for errors, the retry table and metrics labels (the observability
+    transport names paths the same way): "/v1/streaming/avatar.list" -> "streaming.avatar.list"."""
+    return path.removeprefix("/v1/").replace("/", ".")
 
 
 class HeyGenClient:
@@ -175,7 +175,7 @@ class HeyGenClient:
         data = await self._call("GET", "/v1/streaming/avatar.list", None, deadline=deadline)
         # The reference does not pin the shape down: accept a bare list or {"avatars": [...]}.
         avatars = data.get("avatars", []) if isinstance(data, dict) else data or []
-        return self._parse("streaming/avatar.list", _AVATARS.validate_python, avatars)
+        return self._parse("streaming.avatar.list", _AVATARS.validate_python, avatars)
 
     # --- plumbing ----------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ ENDPOINT_SAFETY: Mapping[str, Safety] = {
     "streaming.stop": Safety.IDEMPOTENT,
     "streaming.keep_alive": Safety.IDEMPOTENT,
     "streaming.list": Safety.IDEMPOTENT,
-    "streaming/avatar.list": Safety.IDEMPOTENT,
+    "streaming.avatar.list": Safety.IDEMPOTENT,
 }
 
 

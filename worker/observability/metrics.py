@@ -13,6 +13,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    ProcessCollector,
     disable_created_metrics,
 )
 
@@ -270,6 +271,8 @@ class Metrics:
         )
         self.build = Info("heygen_worker_build", "Worker build.", registry=registry)
         self.build.info({"version": version or _version(), "python": platform.python_version()})
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_start_time_seconds...
+        ProcessCollector(registry=registry)
 
         self._preset()
 

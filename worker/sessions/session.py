@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +54,12 @@ class Session:
     last_activity: float = field(default_factory=time.monotonic)
     last_speech: float = field(default_factory=time.monotonic)
     billing_started_at: float | None = None
+    # Seconds billed by HeyGen sessions this one had before a reconnection.
+    billed_before: float = 0.0
+    # Spreads keep-alives of sessions created together over 15% of the interval.
+    keepalive_jitter: float = field(default_factory=lambda: random.uniform(0.85, 1.0))
+    keepalive_failures: int = 0
+    keepalive_in_flight: bool = False
     seq: int = 0
     tasks: int = 0
     characters: int = 0
@@ -83,8 +90,14 @@ class Session:
 
     def billed_seconds(self, now: float | None = None) -> float:
         if self.billing_started_at is None:
-            return 0.0
-        return max(0.0, (time.monotonic() if now is None else now) - self.billing_started_at)
+            return self.billed_before
+        current = (time.monotonic() if now is None else now) - self.billing_started_at
+        return self.billed_before + max(0.0, current)
+
+    def bank_billing(self) -> None:
+        """The current HeyGen session is gone: keep what it billed, stop counting."""
+        self.billed_before = self.billed_seconds()
+        self.billing_started_at = None
 
     def cancel_speech_timers(self) -> None:
         for timer in self.speech_timers:

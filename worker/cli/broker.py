@@ -1,0 +1,81 @@
+"""Short-lived broker connections for the CLI, with broker failures turned into one-line errors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractConnection
+from yarl import URL
+
+from contracts.client import CommandNotRoutedError
+from worker.cli.errors import CliError, ExitCode
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+START_WORKER_HINT = "start the worker once (`heygen-worker run`): it declares the topology"
+
+
+def default_amqp_url() -> str:
+    return os.environ.get("AMQP_URL") or DEFAULT_AMQP_URL
+
+
+def redact(url: str) -> str:
+    """The URL without its password, fit for error messages."""
+    try:
+        parsed = URL(url)
+    except ValueError:
+        return "<unparsable URL>"
+    return str(parsed.with_password("***")) if parsed.password else str(parsed)
+
+
+@asynccontextmanager
+async def connect(url: str, timeout: float) -> AsyncIterator[AbstractConnection]:  # noqa: ASYNC109
+    """A plain (not robust) connection: a CLI call should fail fast rather than retry forever."""
+    if URL(url).scheme not in ("amqp", "amqps"):
+        raise CliError(f"--amqp-url must be amqp:// or amqps://, got {redact(url)}", ExitCode.USAGE)
+    try:
+        connection = await aio_pika.connect(
+            url, timeout=timeout, client_properties={"connection_name": "heygen-worker-cli"}
+        )
+    except (TimeoutError, aiormq.exceptions.AMQPError, OSError) as exc:
+        raise CliError(f"cannot connect to {redact(url)}: {_connect_reason(exc)}") from None
+    try:
+        with broker_errors():
+            yield connection
+    finally:
+        await connection.close()
+
+
+def _connect_reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out (is RabbitMQ running and reachable?)"
+    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
+        return "login refused (check the user and password)"
+    if isinstance(exc, aiormq.exceptions.ProtocolSyntaxError):
+        # RabbitMQ closes the handshake when the vhost is missing or not permitted.
+        return "the broker closed the connection (does the vhost exist, may this user use it?)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} (is RabbitMQ running? `make rabbitmq` starts one)"
+    return str(exc) or type(exc).__name__
+
+
+@contextmanager
+def broker_errors() -> Iterator[None]:
+    """Broker refusals after connecting: missing exchanges or queues, lost connection."""
+    try:
+        yield
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        raise CliError(f"{_broker_text(exc)}: {START_WORKER_HINT}") from None
+    except CommandNotRoutedError as exc:
+        raise CliError(f"{exc} ({START_WORKER_HINT})") from None
+    except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+        raise CliError(f"broker error: {_broker_text(exc)}") from None
+
+
+def _broker_text(exc: BaseException) -> str:
+    # aiormq puts the broker's reply text ("NOT_FOUND - no exchange ...") in the last argument.
+    texts = [a for a in exc.args if isinstance(a, str)]
+    return texts[-1] if texts else repr(exc)

@@ -1,0 +1,112 @@
+"""Replace the HeyGen session behind a wanted logical session that HeyGen closed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+
+from contracts.commands import Command
+from contracts.common import SessionState, StopReason, StreamingVersion
+from contracts.events import SessionReconnected, SessionReconnecting
+from worker.handlers.context import Services
+from worker.handlers.lifecycle import connection_fields, end_session, new_session_request
+from worker.heygen.errors import HeyGenError
+from worker.heygen.models import NewSession
+from worker.sessions.session import Session
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 10.0
+
+
+async def reconnect(
+    services: Services, session: Session, reason: str, cause: Command | None
+) -> bool:
+    """Create and start a replacement with the same profile; True when usable again.
+
+    Sessions ended on purpose (stopping, stopped) are never revived. After the configured
+    number of failed attempts the session is stopped with reason `error`.
+    """
+    if not session.live or session.state is SessionState.RECONNECTING:
+        return False
+    metrics = services.metrics
+    previous = session.heygen_session_id or ""
+    session.transition(SessionState.RECONNECTING)
+    session.cancel_speech_timers()
+    session.speaking_until = 0.0
+    session.bank_billing()
+    # "Wrong state" may mean the old session is still up and billing: stop it to be sure.
+    with contextlib.suppress(HeyGenError):
+        await services.heygen.stop(previous)
+    if session.profile.version is StreamingVersion.V1:
+        await end_session(
+            services,
+            session,
+            StopReason.ERROR,
+            cause,
+            call_heygen=False,
+            detail="v1 sessions need a new SDP answer and are not reconnected automatically",
+        )
+        return False
+    attempts = services.policy.reconnect_attempts
+    for attempt in range(1, attempts + 1):
+        await services.emitter.emit(
+            SessionReconnecting,
+            session=session,
+            cause=cause,
+            attempt=attempt,
+            reason=reason,
+            previous_heygen_session_id=previous,
+        )
+        new = await _replace(services, session)
+        if new is not None:
+            session.touch()
+            session.transition(SessionState.READY)
+            metrics.reconnects_total.labels(outcome="ok").inc()
+            await services.emitter.emit(
+                SessionReconnected,
+                session=session,
+                cause=cause,
+                attempt=attempt,
+                previous_heygen_session_id=previous,
+                **connection_fields(new),
+            )
+            services.watch(session)
+            return True
+        metrics.reconnects_total.labels(outcome="attempt_failed").inc()
+        if attempt < attempts:
+            await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)))
+    metrics.reconnects_total.labels(outcome="gave_up").inc()
+    await end_session(
+        services,
+        session,
+        StopReason.ERROR,
+        cause,
+        call_heygen=False,
+        detail=f"reconnection failed after {attempts} attempts ({reason})",
+    )
+    return False
+
+
+async def _replace(services: Services, session: Session) -> NewSession | None:
+    heygen = services.heygen
+    try:
+        new = await heygen.new_session(new_session_request(session.profile))
+    except HeyGenError as exc:
+        log.warning("reconnect of %s: streaming.new failed: %s", session.session_id, exc)
+        return None
+    session.heygen_session_id = new.session_id
+    session.billing_started_at = time.monotonic()
+    try:
+        await heygen.start_session(new.session_id)
+    except HeyGenError as exc:
+        log.warning("reconnect of %s: streaming.start failed: %s", session.session_id, exc)
+        session.bank_billing()
+        with contextlib.suppress(HeyGenError):
+            await heygen.stop(new.session_id)
+        return None
+    return new
