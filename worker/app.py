@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from contracts.common import SessionState, StopReason, configure_limits
 from simulator.server import running_simulator
 from worker.bus.consumer import Consumer
+from worker.bus.ownership import OwnershipProbe
 from worker.bus.publisher import Publisher
 from worker.bus.topology import TopologySpec, declare_topology
 from worker.dispatch import Dispatcher
@@ -70,7 +71,8 @@ class Worker:
         self.dispatcher: Dispatcher | None = None
         self.health: HealthServer | None = None
         self.pool: SessionPool | None = None
-        self._pool_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.owned_partitions: set[int] = set()
         self.heygen_base_url = settings.heygen_base_url
 
     async def start(self) -> None:
@@ -133,9 +135,16 @@ class Worker:
                 reap_unknown_sessions=s.reap_unknown_sessions,
             ),
         )
-        self._pool_task = asyncio.create_task(self.pool.run())
+        self._tasks.append(asyncio.create_task(self.pool.run()))
         self._track_sessions(self.services.registry)
         await self._consumer.start()
+        probe = OwnershipProbe(
+            s.amqp_url.get_secret_value(),
+            self._consumer.consumer_tags,
+            management_url=s.rabbitmq_management_url,
+        )
+        self._stack.push_async_callback(probe.aclose)
+        self._tasks.append(asyncio.create_task(self._watch_ownership(probe)))
         self.metrics.partitions.set(s.partitions)
         self.metrics.max_sessions.set(s.max_sessions)
         log.info(
@@ -211,6 +220,14 @@ class Worker:
                 partial(_count_in_state, registry, state)
             )
 
+    async def _watch_ownership(self, probe: OwnershipProbe) -> None:
+        while True:
+            owned = await probe.owned()
+            if owned is not None:
+                self.metrics.partitions_owned.set(len(owned))
+                self.owned_partitions = owned
+            await asyncio.sleep(self.settings.ownership_poll_s)
+
     def readiness(self) -> tuple[bool, str]:
         if self._draining:
             return False, "draining"
@@ -255,10 +272,9 @@ class Worker:
                     await end_session(self.services, session, StopReason.SHUTDOWN, None)
         if self._consumer is not None:
             await self._consumer.close()
-        if self._pool_task is not None:
-            self._pool_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pool_task
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.services is not None:
             for task in list(self.services.background):
                 task.cancel()

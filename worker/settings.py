@@ -28,6 +28,10 @@ class WorkerSettings(BaseSettings):
         SecretStr("amqp://guest:guest@127.0.0.1:5672/"), validation_alias=_env("AMQP_URL")
     )
     amqp_ca_file: Path | None = Field(None, validation_alias=_env("AMQP_CA_FILE"))
+    rabbitmq_management_url: str | None = Field(
+        None, validation_alias=_env("RABBITMQ_MANAGEMENT_URL")
+    )
+    ownership_poll_s: float = Field(10, gt=0, validation_alias=_env("WORKER_OWNERSHIP_POLL_S"))
     heygen_api_key: SecretStr | None = Field(None, validation_alias=_env("HEYGEN_API_KEY"))
     heygen_api_key_file: Path | None = Field(None, validation_alias=_env("HEYGEN_API_KEY_FILE"))
     heygen_base_url: str = Field("https://api.heygen.com", validation_alias=_env("HEYGEN_BASE_URL"))

@@ -300,8 +300,14 @@ def worker_settings(amqp_url: str, sim: RunningSimulator, **overrides: Any) -> W
 
 
 @pytest.fixture
-async def simulator() -> AsyncIterator[RunningSimulator]:
-    async with running_simulator(port=0) as sim:
+def simulator_overrides() -> dict[str, Any]:
+    """Parametrize (or override) to change the simulator's settings (pool tests use it)."""
+    return {}
+
+
+@pytest.fixture
+async def simulator(simulator_overrides: dict[str, Any]) -> AsyncIterator[RunningSimulator]:
+    async with running_simulator(port=0, **simulator_overrides) as sim:
         yield sim
 
 

@@ -4,6 +4,7 @@ reconnection and reconciliation (issue 4)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -11,9 +12,21 @@ import pytest
 
 from contracts.commands import SessionCreate, SessionSpeak
 from contracts.events import CommandFailed, CommandRejected, SessionCreated, SessionStopped
-from simulator.server import RunningSimulator
+from simulator.server import RunningSimulator, running_simulator
 from tests.integration.conftest import Producer
 from worker.app import Worker
+
+
+@pytest.fixture
+def simulator_overrides() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+async def simulator(simulator_overrides: dict[str, Any]) -> AsyncIterator[RunningSimulator]:
+    """The shared simulator fixture, with per-test settings (e.g. a shortened idle timeout)."""
+    async with running_simulator(port=0, **simulator_overrides) as sim:
+        yield sim
 
 
 def create(session_id: str, **kw: Any) -> SessionCreate:
@@ -151,3 +164,13 @@ async def test_leaked_session_is_stopped_by_reconciliation(
     assert sessions[leaked].status == "closed"
     assert sessions[owned].status != "closed"
     assert worker.metrics.leaked_sessions_stopped_total._value.get() == 1
+
+
+@pytest.mark.parametrize("worker_overrides", [{"ownership_poll_s": 0.2}])
+async def test_partitions_owned_comes_from_the_management_api(worker: Worker) -> None:
+    for _ in range(50):
+        if worker.owned_partitions == {0, 1}:
+            break
+        await asyncio.sleep(0.1)
+    assert worker.owned_partitions == {0, 1}
+    assert worker.metrics.partitions_owned._value.get() == 2

@@ -92,11 +92,11 @@ def concrete(expr: str) -> str:
     return _VARIABLE.sub("1", expr)
 
 
-def require_promtool() -> str:
-    """promtool's path. Missing: a skip locally, a failure in CI (env CI set)."""
-    path = shutil.which("promtool")
+def require_binary(name: str) -> str:
+    """The path of `name` (promtool, prometheus). Missing: a skip locally, a failure in CI."""
+    path = shutil.which(name)
     if path is None:
-        message = "promtool not found: run scripts/ensure-promtool.sh"
+        message = f"{name} not found: run scripts/ensure-promtool.sh"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -105,7 +105,7 @@ def require_promtool() -> str:
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [require_promtool(), *args], capture_output=True, text=True, timeout=60, check=False
+        [require_binary("promtool"), *args], capture_output=True, text=True, timeout=60, check=False
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -119,6 +121,17 @@ def restore_limits() -> Iterator[None]:
     saved = (LIMITS.max_text_chars, LIMITS.max_message_bytes)
     yield
     LIMITS.max_text_chars, LIMITS.max_message_bytes = saved
+
+
+def test_contracts_import_needs_pydantic_only() -> None:
+    # Producers install `contracts` alone: importing it must not pull the bus or YAML libraries.
+    probe = (
+        "import sys, contracts; print(sorted({'aio_pika', 'aiormq', 'yaml'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
 
 
 # --- commands -------------------------------------------------------------------------------

@@ -29,8 +29,12 @@ def lines() -> Iterator[Lines]:
     stream = io.StringIO()
     configure_logging("DEBUG", stream=stream)
     register_secret(API_KEY)
-    parsed = lambda: [json.loads(line) for line in stream.getvalue().splitlines()]  # noqa: E731
-    yield lambda: [line for line in parsed() if line["logger"] == log.name]
+
+    def read() -> list[dict[str, Any]]:
+        parsed = [json.loads(line) for line in stream.getvalue().splitlines()]
+        return [line for line in parsed if line["logger"] == log.name]
+
+    yield read
     forget_secret(API_KEY)
     root.handlers[:], root.level = saved
 

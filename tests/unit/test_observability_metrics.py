@@ -58,7 +58,9 @@ def scrape(registry: CollectorRegistry) -> str:
     return generate_latest(registry).decode()
 
 
-def test_every_family_is_exposed_with_its_labels(metrics: Metrics, registry: CollectorRegistry) -> None:
+def test_every_family_is_exposed_with_its_labels(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
     families = {family.name: family for family in text_string_to_metric_families(scrape(registry))}
     assert {"process_cpu_seconds", "process_resident_memory_bytes"} <= set(families)
     families = {name: f for name, f in families.items() if name.startswith("heygen_worker_")}

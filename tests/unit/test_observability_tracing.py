@@ -70,7 +70,9 @@ def test_inject_then_extract_continues_the_trace(spans: InMemorySpanExporter) ->
 def test_extract_without_headers_starts_a_new_trace(spans: InMemorySpanExporter) -> None:
     context = extract_context(None)
     assert not trace.get_current_span(context).get_span_context().is_valid
-    assert not trace.get_current_span(extract_context({"traceparent": 5})).get_span_context().is_valid
+    assert (
+        not trace.get_current_span(extract_context({"traceparent": 5})).get_span_context().is_valid
+    )
 
 
 def test_setup_twice_uses_the_latest_exporter(spans: InMemorySpanExporter) -> None:
@@ -165,7 +167,9 @@ async def test_transport_span_is_a_child_and_traceparent_is_sent(
     assert API_KEY not in json.dumps(attributes)
     # The traceparent on the wire names the HeyGen span.
     traceparent = seen[0].headers["traceparent"]
-    assert traceparent.startswith(f"00-{heygen.context.trace_id:032x}-{heygen.context.span_id:016x}-")
+    assert traceparent.startswith(
+        f"00-{heygen.context.trace_id:032x}-{heygen.context.span_id:016x}-"
+    )
 
 
 @pytest.mark.parametrize(
@@ -218,6 +222,25 @@ async def test_transport_counts_a_timeout_and_reraises(
         with pytest.raises(httpx.ReadTimeout):
             await http.post("/v1/streaming.keep_alive", json={})
     assert requests_total(registry, "streaming.keep_alive", "timeout") == 1
+    (span,) = spans.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+
+
+class Hanging(httpx.AsyncBaseTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        raise AssertionError("not reached")
+
+
+async def test_a_request_cancelled_by_the_callers_deadline_counts_as_timeout(
+    spans: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    transport = InstrumentedTransport(Hanging(), Metrics(registry))
+    async with httpx.AsyncClient(base_url=BASE, transport=transport) as http:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await http.post("/v1/streaming.stop", json={})
+    assert requests_total(registry, "streaming.stop", "timeout") == 1
     (span,) = spans.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
 

@@ -138,7 +138,10 @@ async def test_v1_flow_with_sdp_and_ice(api: httpx.AsyncClient) -> None:
 async def test_every_call_on_a_closed_or_unknown_session_is_400006(api: httpx.AsyncClient) -> None:
     sid = await new_v2(api)
     await data_of(await api.post("/v1/streaming.stop", json={"session_id": sid}))
-    for target in (sid, "no-such-session"):
+    for target, message in (
+        (sid, "Session state wrong: closed"),
+        ("no-such-session", "Session is not in correct state"),
+    ):
         for endpoint, extra in (
             ("streaming.start", {}),
             ("streaming.task", {"text": "hello"}),
@@ -148,7 +151,7 @@ async def test_every_call_on_a_closed_or_unknown_session_is_400006(api: httpx.As
         ):
             response = await api.post(f"/v1/{endpoint}", json={"session_id": target, **extra})
             assert_error(response, 400, 400006)
-            assert response.json()["message"] == "Session is not in correct state"
+            assert response.json()["message"] == message
 
 
 async def test_task_before_start_fails_and_connect_delay_is_honoured(

@@ -71,6 +71,9 @@ class Consumer:
             if not channel.is_closed:
                 await channel.close()
 
+    def consumer_tags(self) -> dict[int, str]:
+        return {partition: tag for partition, (_, tag) in self._consumers.items()}
+
     @property
     def consuming(self) -> bool:
         """Every partition has a registered consumer on an open channel."""

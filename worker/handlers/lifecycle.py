@@ -84,19 +84,24 @@ async def create_session(cmd: SessionCreate, ctx: CommandContext) -> None:
         idle_timeout_s=cmd.idle_timeout_s or policy.idle_timeout_s,
         max_duration_s=cmd.max_duration_s or policy.max_duration_s,
     )
+    created = ctx.services.metrics.sessions_created_total
     try:
         registry.add(session)
     except CapacityExceeded as exc:
+        created.labels(outcome="capacity").inc()
         raise Rejected(RejectCode.CAPACITY, str(exc)) from exc
     try:
         # Never retried blindly by the client: streaming.new is billed.
         new = await ctx.heygen.new_session(new_session_request(cmd), deadline=ctx.deadline)
     except CapacityError as exc:
         registry.remove(cmd.session_id)
+        created.labels(outcome="capacity").inc()
         raise Rejected(RejectCode.CAPACITY, f"HeyGen refused a new session: {exc.message}") from exc
     except BaseException:
         registry.remove(cmd.session_id)
+        created.labels(outcome="failed").inc()
         raise
+    created.labels(outcome="ok").inc()
     session.heygen_session_id = new.session_id
     session.billing_started_at = time.monotonic()
     await ctx.emit(

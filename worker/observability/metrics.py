@@ -61,7 +61,6 @@ HEYGEN_ERROR_KINDS = (
     "timeout",
     "capacity",
     "transport",
-    "cancelled",
 )
 HEYGEN_OUTCOMES = ("ok", *HEYGEN_ERROR_KINDS)
 RETRIED_KINDS = ("rate_limited", "server", "timeout", "transport", "capacity")

@@ -1,0 +1,87 @@
+"""Quantiles of samples and of Prometheus histograms, and keep-alive gaps from a request log."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from simulator.admin import RequestRecord
+
+# What HeyGen counts as activity on a session (each one restarts its idle countdown).
+ACTIVITY_ENDPOINTS = frozenset(
+    {"streaming.start", "streaming.keep_alive", "streaming.task", "streaming.interrupt"}
+)
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank quantile (q in [0, 1]) of `values`; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]
+
+
+def activity_gaps(records: Iterable[RequestRecord]) -> dict[str, list[float]]:
+    """Per session, seconds between consecutive accepted activity requests (simulator clock)."""
+    times: dict[str, list[float]] = {}
+    for record in records:
+        if record.session_id and record.applied and record.endpoint in ACTIVITY_ENDPOINTS:
+            times.setdefault(record.session_id, []).append(record.at)
+    gaps: dict[str, list[float]] = {}
+    for session_id, stamps in times.items():
+        stamps.sort()
+        gaps[session_id] = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return gaps
+
+
+def lateness(gaps: dict[str, list[float]], interval_s: float) -> list[float]:
+    """How far each gap overran the longest interval the worker promises (0 when on time)."""
+    return [max(0.0, gap - interval_s) for per_session in gaps.values() for gap in per_session]
+
+
+# --- Prometheus text ------------------------------------------------------------------------
+
+
+def scrape(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Samples of an exposition, by sample name: [(labels, value)]."""
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return samples
+
+
+def by_label(
+    samples: dict[str, list[tuple[dict[str, str], float]]], name: str, label: str
+) -> dict[str, float]:
+    return {labels.get(label, ""): value for labels, value in samples.get(name, [])}
+
+
+def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float:
+    """Prometheus' histogram_quantile: linear within the bucket holding rank q.
+
+    `buckets` are (upper bound, cumulative count) including +Inf; the answer is only as fine
+    as the bucket bounds. A rank in the +Inf bucket answers the highest finite bound.
+    """
+    ordered = sorted(buckets)
+    if not ordered or ordered[-1][1] == 0:
+        return math.nan
+    rank = q * ordered[-1][1]
+    lower, below = 0.0, 0.0
+    for upper, cumulative in ordered:
+        if cumulative >= rank:
+            if math.isinf(upper):
+                return lower
+            inside = cumulative - below
+            return lower + (upper - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = upper, cumulative
+    return lower
+
+
+def histogram_buckets(
+    samples: dict[str, list[tuple[dict[str, str], float]]], name: str
+) -> list[tuple[float, float]]:
+    return [(float(labels["le"]), value) for labels, value in samples.get(f"{name}_bucket", [])]

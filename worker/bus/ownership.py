@@ -1,0 +1,67 @@
+"""Which partitions this replica owns right now, from the RabbitMQ management API.
+
+With single-active-consumer every replica registers on every partition, but AMQP tells a
+consumer nothing when it becomes the active one; the management API does (`active`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from urllib.parse import quote, unquote, urlsplit
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+
+def management_url_for(amqp_url: str) -> str:
+    """The management API next to an AMQP broker: same host, port 15672 (15671 with TLS)."""
+    parts = urlsplit(amqp_url)
+    tls = parts.scheme == "amqps"
+    scheme, port = ("https", 15671) if tls else ("http", 15672)
+    return f"{scheme}://{parts.hostname or 'localhost'}:{port}"
+
+
+def vhost_of(amqp_url: str) -> str:
+    path = urlsplit(amqp_url).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
+
+
+class OwnershipProbe:
+    def __init__(
+        self,
+        amqp_url: str,
+        consumer_tags: Callable[[], dict[int, str]],
+        *,
+        management_url: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        parts = urlsplit(amqp_url)
+        self._vhost = vhost_of(amqp_url)
+        self._consumer_tags = consumer_tags
+        self._http = httpx.AsyncClient(
+            base_url=management_url or management_url_for(amqp_url),
+            auth=(unquote(parts.username or "guest"), unquote(parts.password or "guest")),
+            timeout=5.0,
+            transport=transport,
+        )
+        self._warned = False
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def owned(self) -> set[int] | None:
+        """Partitions whose consumer of ours is the active one; None if the API can't say."""
+        tags = self._consumer_tags()
+        try:
+            answer = await self._http.get(f"/api/consumers/{quote(self._vhost, safe='')}")
+            answer.raise_for_status()
+            consumers = answer.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            if not self._warned:
+                log.warning("partition ownership unknown (management API: %s)", exc)
+                self._warned = True
+            return None
+        active = {c.get("consumer_tag") for c in consumers if c.get("active")}
+        return {partition for partition, tag in tags.items() if tag in active}
