@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test demo soak bench lint typecheck schemas check-schemas deploy-check simulator clean
+.PHONY: rabbitmq promtool run test demo soak bench lint typecheck schemas check-schemas deploy-check simulator clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 
 rabbitmq:
 	@scripts/ensure-rabbitmq.sh
+
+promtool:
+	@scripts/ensure-promtool.sh
 
 ## Start RabbitMQ if needed and run the worker (the bundled simulator stands in for HeyGen without HEYGEN_API_KEY).
 run: $(STAMP) rabbitmq
@@ -26,7 +29,7 @@ simulator: $(STAMP)
 	$(VENV)/bin/heygen-simulator
 
 ## Lint, type-check, contract drift check and the whole test suite (not the soak).
-test: $(STAMP) rabbitmq lint typecheck check-schemas
+test: $(STAMP) rabbitmq promtool lint typecheck check-schemas
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

@@ -58,6 +58,10 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+class ChildExited(RuntimeError):
+    """A process the benchmark depends on ended early."""
+
+
 @dataclass
 class Child:
     name: str
@@ -74,7 +78,7 @@ class Child:
 
     def check_alive(self) -> None:
         if self.process.returncode is not None:
-            raise RuntimeError(
+            raise ChildExited(
                 f"{self.name} exited with {self.process.returncode}; "
                 f"last lines of {self.log_path}:\n{self.log_tail()}"
             )
@@ -84,10 +88,8 @@ class Child:
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.process.wait(), grace_s)
-            except TimeoutError:
-                pass
         # Also reaps grandchildren left in the group after the leader exited.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)

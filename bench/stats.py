@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 
@@ -33,7 +34,7 @@ def activity_gaps(records: Iterable[RequestRecord]) -> dict[str, list[float]]:
     gaps: dict[str, list[float]] = {}
     for session_id, stamps in times.items():
         stamps.sort()
-        gaps[session_id] = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+        gaps[session_id] = [b - a for a, b in itertools.pairwise(stamps)]
     return gaps
 
 

@@ -17,11 +17,12 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from contracts.common import SessionState, StopReason, configure_limits
+from contracts.topology import DEAD_LETTER_QUEUE
 from simulator.server import running_simulator
 from worker.bus.consumer import Consumer
 from worker.bus.ownership import OwnershipProbe
 from worker.bus.publisher import Publisher
-from worker.bus.topology import TopologySpec, declare_topology
+from worker.bus.topology import TopologyError, TopologySpec, declare_topology
 from worker.dispatch import Dispatcher
 from worker.events import EventEmitter
 from worker.handlers.context import Policy, Services
@@ -33,7 +34,7 @@ from worker.heygen.transport import default_transport
 from worker.observability.http import HealthServer
 from worker.observability.logs import configure_logging, register_secret
 from worker.observability.metrics import Metrics
-from worker.observability.tracing import inject_context, setup_tracing
+from worker.observability.tracing import inject_context, setup_tracing, shutdown_tracing
 from worker.observability.transport import InstrumentedTransport
 from worker.pool import PoolSettings, SessionPool
 from worker.sessions.registry import Registry
@@ -144,7 +145,7 @@ class Worker:
             management_url=s.rabbitmq_management_url,
         )
         self._stack.push_async_callback(probe.aclose)
-        self._tasks.append(asyncio.create_task(self._watch_ownership(probe)))
+        self._tasks.append(asyncio.create_task(self._watch_broker(probe)))
         self.metrics.partitions.set(s.partitions)
         self.metrics.max_sessions.set(s.max_sessions)
         log.info(
@@ -220,12 +221,15 @@ class Worker:
                 partial(_count_in_state, registry, state)
             )
 
-    async def _watch_ownership(self, probe: OwnershipProbe) -> None:
+    async def _watch_broker(self, probe: OwnershipProbe) -> None:
         while True:
             owned = await probe.owned()
             if owned is not None:
                 self.metrics.partitions_owned.set(len(owned))
                 self.owned_partitions = owned
+            depth = await probe.queue_depth(DEAD_LETTER_QUEUE)
+            if depth is not None:
+                self.metrics.dead_letter_queue_messages.set(depth)
             await asyncio.sleep(self.settings.ownership_poll_s)
 
     def readiness(self) -> tuple[bool, str]:
@@ -288,4 +292,13 @@ def _count_in_state(registry: Registry, state: SessionState) -> int:
 def run_worker(settings: WorkerSettings | None = None) -> None:
     settings = settings or WorkerSettings()
     configure_logging(settings.log_level)
-    asyncio.run(Worker(settings).run())
+    try:
+        asyncio.run(Worker(settings).run())
+    except TopologyError as exc:
+        log.error("cannot declare the RabbitMQ topology: %s", exc)
+        raise SystemExit(2) from None
+    except (ConnectionError, aio_pika.exceptions.AMQPConnectionError) as exc:
+        log.error("cannot connect to RabbitMQ (AMQP_URL): %s", exc)
+        raise SystemExit(2) from None
+    finally:
+        shutdown_tracing()  # flush spans the batch exporter still holds

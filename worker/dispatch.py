@@ -7,12 +7,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
-
-from opentelemetry.trace import Span, SpanKind
 
 from contracts.codec import DecodeError, decode_command
 from contracts.commands import COMMAND_TYPES, Command
@@ -24,7 +19,7 @@ from worker.handlers import CONTROL_LANES, HANDLERS
 from worker.handlers.context import CommandContext, Rejected, Services
 from worker.heygen.errors import HeyGenError
 from worker.observability.logs import log_context
-from worker.observability.tracing import extract_context, tracer
+from worker.observability.tracing import consumer_span
 from worker.sessions.mailbox import Preempted
 
 log = logging.getLogger(__name__)
@@ -222,25 +217,3 @@ def _monotonic(deadline: datetime | None) -> float | None:
     if deadline is None:
         return None
     return time.monotonic() + (deadline - datetime.now(UTC)).total_seconds()
-
-
-@contextmanager
-def consumer_span(
-    command_type: str, headers: Mapping[str, Any], command_id: str, session_id: str | None
-) -> Iterator[Span]:
-    """A consumer span per command, continuing the producer's trace from the message headers
-    (aio-pika's instrumentation loses it with iterators, so it is done here)."""
-    attributes = {
-        "messaging.system": "rabbitmq",
-        "messaging.operation": "process",
-        "messaging.message.id": command_id,
-        "heygen_worker.command_type": command_type,
-        "heygen_worker.session_id": session_id or "",
-    }
-    with tracer().start_as_current_span(
-        f"{command_type} process",
-        context=extract_context(headers),
-        kind=SpanKind.CONSUMER,
-        attributes=attributes,
-    ) as span:
-        yield span

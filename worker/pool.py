@@ -16,7 +16,7 @@ from contracts.common import SessionState, StopReason
 from contracts.events import SessionKeepaliveFailed
 from worker.handlers import CONTROL_LANES, STOP
 from worker.handlers.context import Services
-from worker.handlers.lifecycle import end_session
+from worker.handlers.lifecycle import account_billing, end_session
 from worker.handlers.reconnect import reconnect
 from worker.heygen.errors import HeyGenError, SessionClosedError
 from worker.sessions.session import Session
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 HEYGEN_DEFAULT_IDLE_S = 120
 KEEPALIVE_FAILURES_BEFORE_RECONNECT = 3
 KEEPALIVE_RETRY_S = 5.0
+BILLING_ACCRUAL_S = 15.0
 KEEPALIVE_STATES = frozenset({SessionState.READY, SessionState.SPEAKING})
 
 
@@ -49,6 +50,14 @@ class SessionPool:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._services.timers.run(self._on_due))
             group.create_task(self._reconcile_forever())
+            group.create_task(self._accrue_billing_forever())
+
+    async def _accrue_billing_forever(self) -> None:
+        """Count billed time as it passes, so credit burn shows before sessions end."""
+        while True:
+            await asyncio.sleep(BILLING_ACCRUAL_S)
+            for session in self._services.registry:
+                account_billing(self._services, session)
 
     # -- per-session policies -------------------------------------------------------------
 

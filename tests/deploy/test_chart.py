@@ -9,6 +9,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 import yaml
+from pydantic import AliasChoices
 
 from tests.deploy.k8s import (
     CHART,
@@ -22,6 +23,7 @@ from tests.deploy.k8s import (
     render,
     schema_errors,
 )
+from worker.settings import WorkerSettings
 
 DEFAULTS = CHART / "ci" / "default-values.yaml"
 ALL_FEATURES = CHART / "ci" / "all-features-values.yaml"
@@ -122,6 +124,23 @@ def test_heygen_key_is_a_mounted_file_and_amqp_url_a_secret_ref() -> None:
     assert CREDENTIALS["amqp"]["url"] not in config
 
 
+def test_chart_sets_only_variables_the_worker_reads() -> None:
+    known = {
+        alias
+        for field in WorkerSettings.model_fields.values()
+        if isinstance(field.validation_alias, AliasChoices)
+        for alias in field.validation_alias.choices
+        if isinstance(alias, str)
+    }
+    manifests = render(load_values(ALL_FEATURES))
+    (settings,) = (m for m in find(manifests, "ConfigMap") if "WORKER_PARTITIONS" in m["data"])
+    (container,) = _pod(manifests)["containers"]
+    names = set(settings["data"]) | {e["name"] for e in container["env"]}
+    # OTEL_* variables are read by the OpenTelemetry SDK itself.
+    assert {name for name in names if not name.startswith("OTEL_")} <= known
+    assert settings["data"]["RABBITMQ_MANAGEMENT_URL"] == "https://rabbitmq.rabbitmq.svc:15671"
+
+
 def test_probes_grace_and_rollout_fit_the_workers_drain() -> None:
     manifests = render(_values(config={"shutdownGraceS": 60}))
     deployment = one(manifests, "Deployment")
@@ -141,7 +160,15 @@ def test_network_policy_admits_metrics_in_and_broker_https_dns_out() -> None:
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert policy["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
     egress_ports = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
-    assert egress_ports == {(53, "UDP"), (53, "TCP"), (5671, "TCP"), (5672, "TCP"), (443, "TCP")}
+    assert egress_ports == {
+        (53, "UDP"),
+        (53, "TCP"),
+        (5671, "TCP"),  # AMQPS
+        (5672, "TCP"),
+        (15671, "TCP"),  # management API (partition ownership), TLS
+        (15672, "TCP"),
+        (443, "TCP"),  # HeyGen
+    }
 
 
 def test_chart_copies_of_dashboard_and_alerts_match_deploy() -> None:

@@ -20,8 +20,11 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from aiormq.exceptions import ChannelAccessRefused
 
-from contracts.topology import COMMANDS_EXCHANGE, EVENTS_EXCHANGE, partition_queue
+from contracts.client import publish_command
+from contracts.commands import SessionKeepalive
+from contracts.topology import EVENTS_EXCHANGE, partition_queue
 from tests.conftest import RABBIT_HOST, RABBIT_MGMT, RABBIT_PASSWORD, RABBIT_USER
+from worker.bus.ownership import OwnershipProbe
 from worker.bus.topology import TopologySpec, declare_topology
 
 DEFINITIONS = Path(__file__).parents[2] / "deploy" / "rabbitmq" / "definitions.json"
@@ -35,11 +38,17 @@ class Broker:
 
     worker_url: str
     producer_url: str
+    management_url: str
+
+
+def _definition(section: str, key: str, name: str) -> dict[str, Any]:
+    definitions: dict[str, list[dict[str, Any]]] = json.loads(DEFINITIONS.read_text())
+    (entry,) = (item for item in definitions[section] if item[key] == name)
+    return entry
 
 
 def _permissions(user: str) -> dict[str, str]:
-    definitions: dict[str, Any] = json.loads(DEFINITIONS.read_text())
-    (entry,) = (p for p in definitions["permissions"] if p["user"] == user)
+    entry = _definition("permissions", "user", user)
     return {key: entry[key] for key in ("configure", "write", "read")}
 
 
@@ -54,7 +63,8 @@ async def broker() -> AsyncIterator[Broker]:
         (await mgmt.put(f"/api/vhosts/{vhost}")).raise_for_status()
         try:
             for name, login in users.items():
-                user = {"password": suffix, "tags": ""}
+                tags = ",".join(_definition("users", "name", name)["tags"])
+                user = {"password": suffix, "tags": tags}
                 (await mgmt.put(f"/api/users/{login}", json=user)).raise_for_status()
                 perms = _permissions(name)
                 (await mgmt.put(f"/api/permissions/{vhost}/{login}", json=perms)).raise_for_status()
@@ -62,6 +72,7 @@ async def broker() -> AsyncIterator[Broker]:
             yield Broker(
                 worker_url=f"amqp://{users[WORKER_USER]}:{suffix}{base}",
                 producer_url=f"amqp://{users[PRODUCER_USER]}:{suffix}{base}",
+                management_url=RABBIT_MGMT,
             )
         finally:
             for login in users.values():
@@ -101,13 +112,12 @@ async def test_producer_command_reaches_a_partition_the_worker_reads(
     connections: tuple[AbstractRobustConnection, AbstractRobustConnection],
 ) -> None:
     worker, producer = connections
-    producer_channel = await producer.channel(publisher_confirms=True)
-    commands = await producer_channel.get_exchange(COMMANDS_EXCHANGE, ensure=False)
-    await commands.publish(aio_pika.Message(b"cmd"), routing_key="session-1")
+    command = SessionKeepalive(session_id="session-1")
+    await publish_command(await producer.channel(publisher_confirms=True), command)
 
     worker_channel = await worker.channel()
-    bodies = await _consume(worker_channel, partition_queue(0), partition_queue(1))
-    assert bodies == [b"cmd"]
+    (body,) = await _consume(worker_channel, partition_queue(0), partition_queue(1))
+    assert json.loads(body)["command_id"] == command.command_id
 
 
 async def test_worker_events_and_replies_reach_the_producers_own_queue(
@@ -148,3 +158,31 @@ async def test_worker_is_confined_to_avatar_names(
     channel = await worker.channel()
     with pytest.raises(ChannelAccessRefused):
         await channel.declare_queue("unrelated.queue", durable=True)
+
+
+async def test_worker_sees_which_partitions_it_owns(
+    broker: Broker, connections: tuple[AbstractRobustConnection, AbstractRobustConnection]
+) -> None:
+    """The worker's ownership probe reads the management API with the worker's own login."""
+    worker, _ = connections
+    channel = await worker.channel()
+    queue = await channel.get_queue(partition_queue(1), ensure=False)
+    tag = await queue.consume(_ack)
+    probe = OwnershipProbe(
+        broker.worker_url, lambda: {1: tag}, management_url=broker.management_url
+    )
+    try:
+        # The management API learns of new consumers with its stats, a few seconds late.
+        owned = await probe.owned()
+        for _ in range(40):
+            if owned:
+                break
+            await asyncio.sleep(0.25)
+            owned = await probe.owned()
+        assert owned == {1}
+    finally:
+        await probe.aclose()
+
+
+async def _ack(message: AbstractIncomingMessage) -> None:
+    await message.ack()

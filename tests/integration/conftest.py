@@ -441,6 +441,8 @@ async def worker_process(
         WORKER_PARTITIONS=str(PARTITIONS),
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
+        # The code under test, whatever the state of the venv's editable install.
+        PYTHONPATH=str(REPO),
         **env,
     )
     with log_path.open("wb") as log_file:

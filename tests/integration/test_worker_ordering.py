@@ -110,6 +110,29 @@ async def test_stop_preempts_queued_speaks(
     assert_seq_contiguous(producer.tap.events)
 
 
+async def test_stop_during_sync_speak_is_the_sessions_last_word(
+    producer: Producer, simulator: RunningSimulator
+) -> None:
+    """The speech HeyGen accepted is reported (cut short) and billed before session.stopped."""
+    created = await producer.open_session("last")
+    running = SessionSpeak(session_id="last", text=LONG_TEXT, task_mode=TaskMode.SYNC)
+    await producer.send(running)
+    await _speaking(simulator, created.heygen_session_id)
+    stopped = await producer.call(SessionStop(session_id="last"), timeout=5)
+    assert isinstance(stopped, SessionStopped)
+    # Whatever the worker says about the running speak, it says before the session ends.
+    await producer.tap.wait_for(
+        lambda e: e.causation_id == running.command_id and e.type != "speech.started", 5
+    )
+    kinds = [e.type for e in producer.tap.of("last")]
+    assert kinds[-1] == "session.stopped", kinds
+    finished = [e for e in producer.tap.of("last") if isinstance(e, SpeechFinished)]
+    assert [f.interrupted for f in finished] == [True]
+    stats = await simulator.admin.stats()
+    assert stopped.usage.tasks == stats.sessions[created.heygen_session_id].tasks == 1
+    assert stopped.usage.characters == len(LONG_TEXT)
+
+
 async def _speaking(simulator: RunningSimulator, heygen_id: str) -> None:
     """Until HeyGen is speaking for the session (the sync speak is running)."""
     from tests.integration.conftest import wait_until

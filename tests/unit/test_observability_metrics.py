@@ -9,6 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+import contracts
+from contracts.common import StopReason
 from worker.observability.metrics import LATENCY_BUCKETS, Metrics
 
 # family name (as exposed) -> (type, label names)
@@ -38,6 +40,7 @@ EXPECTED = {
     "heygen_worker_dead_letters": ("counter", {"reason"}),
     "heygen_worker_bus_connected": ("gauge", {"connection"}),
     "heygen_worker_partitions_owned": ("gauge", set()),
+    "heygen_worker_dead_letter_queue_messages": ("gauge", set()),
     "heygen_worker_partitions": ("gauge", set()),
     "heygen_worker_max_sessions": ("gauge", set()),
     "heygen_worker_build": ("info", {"version", "python"}),
@@ -101,45 +104,31 @@ def test_build_info_has_version_and_python(metrics: Metrics, registry: Collector
     assert 'version="1.2.3"' in text
 
 
-def test_command_helpers_bound_the_type(metrics: Metrics, registry: CollectorRegistry) -> None:
-    metrics.observe_received("session.speak", queue_delay=-0.5)
-    metrics.observe_received("drop table; --", queue_delay=None)
-    metrics.observe_finished("session.speak", "ok", 0.2)
-    metrics.observe_finished("x" * 500, "rejected", 0.001)
+def test_known_label_values_follow_the_contracts(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
     value = registry.get_sample_value
-    assert value("heygen_worker_commands_received_total", {"type": "session.speak"}) == 1
-    assert value("heygen_worker_commands_received_total", {"type": "other"}) == 1
-    assert value("heygen_worker_commands_total", {"type": "session.speak", "outcome": "ok"}) == 1
-    assert value("heygen_worker_commands_total", {"type": "other", "outcome": "rejected"}) == 1
-    # A negative delay (clock skew) lands in the first bucket.
-    delay = "heygen_worker_command_queue_delay_seconds_bucket"
-    assert value(delay, {"type": "session.speak", "le": "0.005"}) == 1
-    assert value(delay.replace("bucket", "count"), {"type": "other"}) == 0
+    for command_type in (*contracts.COMMAND_TYPES, "invalid"):
+        assert value("heygen_worker_commands_received_total", {"type": command_type}) == 0
+    for event_type in contracts.EVENT_TYPES:
+        assert value("heygen_worker_events_published_total", {"type": event_type}) == 0
+    for reason in StopReason:
+        assert value("heygen_worker_sessions_stopped_total", {"reason": reason.value}) == 0
+    assert value("heygen_worker_sessions", {"state": "stopped"}) is None  # not a live state
+    assert value("heygen_worker_dead_letters_total", {"reason": "schema"}) == 0
 
 
-def test_heygen_helpers_bound_endpoint_and_outcome(
+def test_observe_heygen_bounds_endpoint_and_outcome(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
     metrics.observe_heygen("streaming.new", "capacity", 1.5)
     metrics.observe_heygen("/v9/anything", "weird", 0.1)
-    metrics.observe_heygen_retry("streaming.stop", "server")
     value = registry.get_sample_value
     requests = "heygen_worker_heygen_requests_total"
     assert value(requests, {"endpoint": "streaming.new", "outcome": "capacity"}) == 1
     assert value(requests, {"endpoint": "other", "outcome": "other"}) == 1
-    retries = "heygen_worker_heygen_retries_total"
-    assert value(retries, {"endpoint": "streaming.stop", "kind": "server"}) == 1
-
-
-def test_session_helpers(metrics: Metrics, registry: CollectorRegistry) -> None:
-    metrics.set_session_counts({"ready": 3, "speaking": 1})
-    metrics.set_session_counts({"ready": 2})
-    value = registry.get_sample_value
-    assert value("heygen_worker_sessions", {"state": "ready"}) == 2
-    assert value("heygen_worker_sessions", {"state": "speaking"}) == 0
-    metrics.observe_session_stopped("idle", 420)
-    assert value("heygen_worker_sessions_stopped_total", {"reason": "idle"}) == 1
-    assert value("heygen_worker_session_duration_seconds_sum", {"reason": "idle"}) == 420
+    duration = "heygen_worker_heygen_request_duration_seconds_sum"
+    assert value(duration, {"endpoint": "streaming.new"}) == 1.5
 
 
 def test_two_registries_do_not_collide() -> None:

@@ -26,17 +26,21 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 def exercise(metrics: m.Metrics) -> None:
-    """One round of traffic touching every family and label value."""
+    """One round of traffic touching every family and known label value."""
     for command_type, outcome in product(m.COMMAND_TYPES, m.COMMAND_OUTCOMES):
-        metrics.observe_received(command_type, queue_delay=0.02)
-        metrics.observe_finished(command_type, outcome, 0.15)
+        metrics.commands_received_total.labels(command_type).inc()
+        metrics.command_queue_delay_seconds.labels(command_type).observe(0.02)
+        metrics.commands_total.labels(command_type, outcome).inc()
+        metrics.command_duration_seconds.labels(command_type).observe(0.15)
     for endpoint, outcome in product(m.HEYGEN_ENDPOINTS, m.HEYGEN_OUTCOMES):
         metrics.observe_heygen(endpoint, outcome, 0.3)
     for endpoint, kind in product(m.HEYGEN_ENDPOINTS, m.RETRIED_KINDS):
-        metrics.observe_heygen_retry(endpoint, kind)
-    metrics.set_session_counts(dict.fromkeys(m.SESSION_STATES, 3))
+        metrics.heygen_retries_total.labels(endpoint, kind).inc()
     for reason in m.STOP_REASONS:
-        metrics.observe_session_stopped(reason, 600)
+        metrics.sessions_stopped_total.labels(reason).inc()
+        metrics.session_duration_seconds.labels(reason).observe(600)
+    for task_type, task_mode in product(m.TASK_TYPES, m.TASK_MODES):
+        metrics.speech_tasks_total.labels(task_type, task_mode).inc()
     for family, values in (
         (metrics.sessions_created_total, m.SESSION_CREATE_OUTCOMES),
         (metrics.keepalives_total, m.KEEPALIVE_OUTCOMES),
@@ -46,8 +50,6 @@ def exercise(metrics: m.Metrics) -> None:
     ):
         for value in values:
             family.labels(value).inc()
-    for task_type, task_mode in product(m.TASK_TYPES, m.TASK_MODES):
-        metrics.speech_tasks_total.labels(task_type, task_mode).inc()
     for counter in (
         metrics.billed_session_seconds_total,
         metrics.credits_estimated_total,
@@ -57,6 +59,8 @@ def exercise(metrics: m.Metrics) -> None:
     ):
         counter.inc(5)
     metrics.keepalive_lateness_seconds.observe(0.2)
+    for state in m.SESSION_STATES:
+        metrics.sessions.labels(state).set(3)
     for connection in m.BUS_CONNECTIONS:
         metrics.bus_connected.labels(connection).set(1)
     metrics.partitions.set(8)

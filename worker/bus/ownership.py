@@ -1,4 +1,4 @@
-"""Which partitions this replica owns right now, from the RabbitMQ management API.
+"""Which partitions this replica owns, and the dead-letter depth, from the management API.
 
 With single-active-consumer every replica registers on every partition, but AMQP tells a
 consumer nothing when it becomes the active one; the management API does (`active`).
@@ -65,3 +65,14 @@ class OwnershipProbe:
             return None
         active = {c.get("consumer_tag") for c in consumers if c.get("active")}
         return {partition for partition, tag in tags.items() if tag in active}
+
+    async def queue_depth(self, queue: str) -> int | None:
+        """Messages ready in `queue`, or None if the API can't say."""
+        try:
+            answer = await self._http.get(
+                f"/api/queues/{quote(self._vhost, safe='')}/{quote(queue, safe='')}"
+            )
+            answer.raise_for_status()
+            return int(answer.json().get("messages", 0))
+        except (httpx.HTTPError, ValueError):
+            return None

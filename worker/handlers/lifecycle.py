@@ -167,6 +167,13 @@ async def stop_session(cmd: SessionStop, ctx: CommandContext) -> None:
     await end_session(ctx.services, session, StopReason.REQUESTED, cmd, detail=cmd.reason)
 
 
+def account_billing(services: Services, session: Session) -> None:
+    """Add the session's newly billed time to the usage metrics."""
+    seconds = session.unreported_billing()
+    services.metrics.billed_session_seconds_total.inc(seconds)
+    services.metrics.credits_estimated_total.inc(seconds / 60 * services.policy.credits_per_minute)
+
+
 async def end_session(
     services: Services,
     session: Session,
@@ -195,8 +202,7 @@ async def end_session(
     metrics = services.metrics
     metrics.sessions_stopped_total.labels(reason=reason.value).inc()
     metrics.session_duration_seconds.labels(reason=reason.value).observe(billed)
-    metrics.billed_session_seconds_total.inc(billed)
-    metrics.credits_estimated_total.inc(usage.credits_estimate)
+    account_billing(services, session)
     await services.emitter.emit(
         SessionStopped,
         session=session,

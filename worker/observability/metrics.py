@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from importlib import metadata
 from itertools import product
 
@@ -17,6 +17,10 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+import contracts
+from contracts.codec import DecodeErrorReason
+from contracts.common import SessionState, StopReason, TaskMode, TaskType
+
 # Tens of milliseconds to minutes: prometheus-client's defaults stop at 10 s, and HeyGen calls
 # and sync speech (the answer waits for the speech) take longer.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
@@ -24,19 +28,12 @@ SESSION_DURATION_BUCKETS = (60, 120, 300, 600, 900, 1800, 2700, 3600, 5400, 7200
 KEEPALIVE_LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 # Known label values. Series for them exist from the first scrape, so rate() and increase() see
-# the first event and alerts need no absent() guards. Other values are allowed where the worker
-# chooses them (bounded by code); values that come from the outside go through bounded().
+# the first event and alerts need no absent() guards. Other values are allowed where the worker's
+# code chooses them (a bounded set); never put text from a message or an answer in a label.
+# Vocabularies the contracts define are taken from them, so the two cannot drift apart.
 OTHER = "other"
-COMMAND_TYPES = (
-    "session.create",
-    "session.start",
-    "session.ice",
-    "session.speak",
-    "session.interrupt",
-    "session.stop",
-    "session.keepalive",
-    "sessions.list",
-)
+INVALID_COMMAND = "invalid"  # the type label of a command that could not be decoded
+COMMAND_TYPES = tuple(contracts.COMMAND_TYPES)
 COMMAND_OUTCOMES = ("ok", "rejected", "failed", "dead_lettered", "duplicate", "requeued")
 HEYGEN_ENDPOINTS = (
     "streaming.new",
@@ -64,27 +61,16 @@ HEYGEN_ERROR_KINDS = (
 )
 HEYGEN_OUTCOMES = ("ok", *HEYGEN_ERROR_KINDS)
 RETRIED_KINDS = ("rate_limited", "server", "timeout", "transport", "capacity")
-SESSION_STATES = ("creating", "ready", "speaking", "stopping", "reconnecting")
+SESSION_STATES = tuple(state.value for state in SessionState if state is not SessionState.STOPPED)
 SESSION_CREATE_OUTCOMES = ("ok", "capacity", "failed")
-STOP_REASONS = ("requested", "idle", "max_duration", "expired_remotely", "shutdown", "error")
-TASK_TYPES = ("repeat", "talk")
-TASK_MODES = ("sync", "async")
-KEEPALIVE_OUTCOMES = ("ok", "session_closed", "failed")
-RECONNECT_OUTCOMES = ("ok", "failed")
-EVENT_TYPES = (
-    "session.created",
-    "session.ready",
-    "speech.started",
-    "speech.finished",
-    "speech.interrupted",
-    "session.keepalive_failed",
-    "session.reconnecting",
-    "session.reconnected",
-    "session.stopped",
-    "command.rejected",
-    "command.failed",
-)
-DEAD_LETTER_REASONS = ("malformed", "unknown_type", "delivery_limit", "poison")
+STOP_REASONS = tuple(reason.value for reason in StopReason)
+TASK_TYPES = tuple(task_type.value for task_type in TaskType)
+TASK_MODES = tuple(task_mode.value for task_mode in TaskMode)
+KEEPALIVE_OUTCOMES = ("ok", "closed", "failed")
+RECONNECT_OUTCOMES = ("ok", "attempt_failed", "gave_up")
+EVENT_TYPES = tuple(contracts.EVENT_TYPES)
+# Undecodable commands (the codec's reasons) and commands whose handler raised.
+DEAD_LETTER_REASONS = (*(reason.value for reason in DecodeErrorReason), "handler_error")
 BUS_CONNECTIONS = ("consume", "publish")
 
 
@@ -101,8 +87,7 @@ def _version() -> str:
 
 
 class Metrics:
-    """The worker's metric families. Use the attributes directly (`m.commands_total.labels(...)`);
-    the few methods exist where one event touches several families or labels need bounding."""
+    """The worker's metric families, used through its attributes: `m.commands_total.labels(...)`."""
 
     def __init__(self, registry: CollectorRegistry, *, version: str | None = None) -> None:
         # _created series double the series count; Prometheus 2 stores them as plain gauges.
@@ -188,7 +173,7 @@ class Metrics:
         )
         self.billed_session_seconds_total = Counter(
             "heygen_worker_billed_session_seconds_total",
-            "Session time HeyGen bills (per started minute).",
+            "Session time HeyGen bills, counted while sessions run.",
             registry=registry,
         )
         self.credits_estimated_total = Counter(
@@ -257,7 +242,13 @@ class Metrics:
         )
         self.partitions_owned = Gauge(
             "heygen_worker_partitions_owned",
-            "Command partitions this replica has a consumer on.",
+            "Command partitions on which this replica's consumer is the active one.",
+            registry=registry,
+        )
+        self.dead_letter_queue_messages = Gauge(
+            "heygen_worker_dead_letter_queue_messages",
+            "Messages waiting in avatar.commands.dead, including those the broker dead-lettered"
+            " at the delivery limit.",
             registry=registry,
         )
         self.partitions = Gauge(
@@ -277,7 +268,7 @@ class Metrics:
 
     def _preset(self) -> None:
         """Create the series of every known label value (at zero)."""
-        command_types = (*COMMAND_TYPES, OTHER)  # "other": what a producer got wrong
+        command_types = (*COMMAND_TYPES, INVALID_COMMAND)
         for command_type in command_types:
             self.commands_received_total.labels(command_type)
             self.command_duration_seconds.labels(command_type)
@@ -308,43 +299,8 @@ class Metrics:
             for value in values:
                 family.labels(value)
 
-    @staticmethod
-    def command_type(raw: str | None) -> str:
-        """The label for a command type; unknown (producer-chosen) types become "other"."""
-        return bounded(raw, COMMAND_TYPES)
-
     def observe_heygen(self, endpoint: str, outcome: str, seconds: float) -> None:
         """One finished HeyGen HTTP request."""
         endpoint = bounded(endpoint, HEYGEN_ENDPOINTS)
         self.heygen_requests_total.labels(endpoint, bounded(outcome, HEYGEN_OUTCOMES)).inc()
         self.heygen_request_duration_seconds.labels(endpoint).observe(seconds)
-
-    def observe_heygen_retry(self, endpoint: str, kind: str) -> None:
-        """A HeyGen call about to be repeated after an error of `kind`."""
-        self.heygen_retries_total.labels(
-            bounded(endpoint, HEYGEN_ENDPOINTS), bounded(kind, HEYGEN_ERROR_KINDS)
-        ).inc()
-
-    def observe_received(self, command_type: str | None, queue_delay: float | None) -> None:
-        """A command taken from the bus; `queue_delay` is None when the publish time is unknown."""
-        label = self.command_type(command_type)
-        self.commands_received_total.labels(label).inc()
-        if queue_delay is not None:
-            # Producer and worker clocks differ: a negative delay is skew, not time travel.
-            self.command_queue_delay_seconds.labels(label).observe(max(queue_delay, 0.0))
-
-    def observe_finished(self, command_type: str | None, outcome: str, seconds: float) -> None:
-        """A command settled (acked, rejected, dead-lettered, requeued) `seconds` after receipt."""
-        label = self.command_type(command_type)
-        self.commands_total.labels(label, outcome).inc()
-        self.command_duration_seconds.labels(label).observe(seconds)
-
-    def set_session_counts(self, counts: Mapping[str, int]) -> None:
-        """Set the live-session gauge from a {state: count} snapshot (missing states are 0)."""
-        for state in {*SESSION_STATES, *counts}:
-            self.sessions.labels(state).set(counts.get(state, 0))
-
-    def observe_session_stopped(self, reason: str, duration_s: float) -> None:
-        """A session ended (billed seconds and credits are counted separately, as they accrue)."""
-        self.sessions_stopped_total.labels(reason).inc()
-        self.session_duration_seconds.labels(reason).observe(duration_s)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
@@ -11,7 +12,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 INSTRUMENTATION_NAME = "worker"
@@ -98,3 +99,25 @@ def extract_context(headers: Mapping[str, Any] | None) -> Context:
 def inject_context(headers: MutableMapping[str, Any], context: Context | None = None) -> None:
     """Write the current (or the given) span's traceparent/tracestate into `headers`."""
     _PROPAGATOR.inject(headers, context=context)
+
+
+@contextmanager
+def consumer_span(
+    command_type: str, headers: Mapping[str, Any], command_id: str, session_id: str | None
+) -> Iterator[Span]:
+    """A consumer span per command, continuing the producer's trace from the message headers
+    (aio-pika's instrumentation loses it with iterators, so it is done here)."""
+    attributes = {
+        "messaging.system": "rabbitmq",
+        "messaging.operation": "process",
+        "messaging.message.id": command_id,
+        "heygen_worker.command_type": command_type,
+        "heygen_worker.session_id": session_id or "",
+    }
+    with tracer().start_as_current_span(
+        f"{command_type} process",
+        context=extract_context(headers),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+    ) as span:
+        yield span

@@ -56,6 +56,8 @@ class Session:
     billing_started_at: float | None = None
     # Seconds billed by HeyGen sessions this one had before a reconnection.
     billed_before: float = 0.0
+    # Billed seconds already added to the metrics (they accrue while the session runs).
+    billed_reported: float = 0.0
     # Spreads keep-alives of sessions created together over 15% of the interval.
     keepalive_jitter: float = field(default_factory=lambda: random.uniform(0.85, 1.0))
     keepalive_failures: int = 0
@@ -93,6 +95,12 @@ class Session:
             return self.billed_before
         current = (time.monotonic() if now is None else now) - self.billing_started_at
         return self.billed_before + max(0.0, current)
+
+    def unreported_billing(self) -> float:
+        """Billed seconds not yet counted in the metrics; marks them counted."""
+        billed = self.billed_seconds()
+        delta, self.billed_reported = billed - self.billed_reported, billed
+        return max(0.0, delta)
 
     def bank_billing(self) -> None:
         """The current HeyGen session is gone: keep what it billed, stop counting."""

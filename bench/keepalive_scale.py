@@ -1,0 +1,384 @@
+"""One worker process holding many simulated HeyGen sessions: RSS, CPU and keep-alive lateness.
+
+`python -m bench.keepalive_scale [--sessions 10000] [--interval 10] [--intervals 3] [--smoke]`
+runs RabbitMQ (own vhost), the simulator and the worker as separate processes on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import aio_pika
+import httpx
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from bench import harness, stats
+from bench.harness import Child
+from bench.keepalive_report import SMOKE, Params, Report
+from bench.results import append_section, machine, now_utc
+from bench.sampler import Phase, Sampler
+from contracts.client import publish_command
+from contracts.codec import decode_event
+from contracts.commands import SessionCreate
+from contracts.events import CommandFailed, CommandRejected, SessionStopped
+from contracts.topology import EVENTS_EXCHANGE, event_binding_keys
+from simulator.admin import SimulatorAdmin
+
+REPO = Path(__file__).resolve().parents[1]
+API_KEY = "bench-key"
+AVATAR = "Wayne_20240711"
+PUBLISHERS = 8
+WATCHED_EVENTS = (
+    "session.ready",
+    "session.stopped",
+    "session.reconnecting",
+    "session.keepalive_failed",
+    "command.rejected",
+    "command.failed",
+)
+# Variables of ours that must not leak in from the caller's environment.
+OWN_PREFIXES = ("HEYGEN_", "WORKER_", "AMQP_", "SIMULATOR_", "METRICS_", "LOG_LEVEL")
+
+
+class BenchmarkAborted(RuntimeError):
+    pass
+
+
+@dataclass
+class Fleet:
+    """The sessions asked for and what the worker said about them (from routing keys)."""
+
+    expected: int
+    slots: asyncio.Semaphore
+    published: dict[str, float] = field(default_factory=dict)
+    ready: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    events: Counter[str] = field(default_factory=Counter)
+    settled: set[str] = field(default_factory=set)
+    all_settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        # Routing key: "<event type>.<session id>"; session ids hold no dot.
+        event_type, _, session_id = (message.routing_key or "").rpartition(".")
+        if event_type == "session.ready":
+            self.ready.setdefault(session_id, time.monotonic())
+            self._settle(session_id)
+            return
+        event = decode_event(message.body, content_type=message.content_type)
+        if isinstance(event, SessionStopped):
+            self.events[f"session.stopped ({event.reason})"] += 1
+        else:
+            self.events[event_type] += 1
+        if isinstance(event, CommandRejected | CommandFailed) and session_id not in self.ready:
+            self.failures[session_id] = f"{event.type}: {event.message}"
+            self._settle(session_id)
+
+    def _settle(self, session_id: str) -> None:
+        if session_id in self.published and session_id not in self.settled:
+            self.settled.add(session_id)
+            self.slots.release()
+            if len(self.settled) == self.expected:
+                self.all_settled.set()
+
+
+@dataclass
+class Rig:
+    params: Params
+    simulator: Child
+    worker: Child
+    simulator_url: str
+    metrics_url: str
+    channel: AbstractChannel
+    fleet: Fleet
+    sampler: Sampler
+    phase: str = "starting"
+
+    def check_alive(self) -> None:
+        self.simulator.check_alive()
+        self.worker.check_alive()
+
+    async def wait(self, seconds: float) -> None:
+        """Sleep, failing fast if a process dies meanwhile."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.check_alive()
+            await asyncio.sleep(min(left, 1.0))
+
+
+def _environment(**ours: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_PREFIXES)}
+    # This checkout's packages first: a stale editable install can shadow them otherwise.
+    path = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return {**env, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **ours}
+
+
+def _worker_argv() -> list[str]:
+    script = Path(sys.executable).with_name("heygen-worker")
+    if script.exists():
+        return [str(script), "run"]
+    return [sys.executable, "-c", "from worker.app import run_worker; run_worker()"]
+
+
+async def _rabbitmq_version() -> str:
+    auth = (harness.RABBIT_USER, harness.RABBIT_PASSWORD)
+    async with httpx.AsyncClient(base_url=harness.RABBIT_MGMT, auth=auth, timeout=10) as mgmt:
+        overview = (await mgmt.get("/api/overview")).json()
+    return str(overview.get("rabbitmq_version", "unknown"))
+
+
+@contextlib.asynccontextmanager
+async def _rig(params: Params, log_dir: Path) -> AsyncIterator[Rig]:
+    """RabbitMQ vhost, simulator, worker, event subscription and sampler; all torn down after."""
+    async with AsyncExitStack() as stack:
+        amqp_url = await stack.enter_async_context(harness.rabbit_vhost("bench-keepalive"))
+        sim_port, metrics_port = harness.free_port(), harness.free_port()
+        simulator_url = f"http://127.0.0.1:{sim_port}"
+        # Room for every request of the run (create, start, a keep-alive per interval).
+        log_size = params.sessions * (8 + 3 * (params.intervals + 1))
+        simulator = await stack.enter_async_context(
+            harness.child_process(
+                "simulator",
+                [str(Path(sys.executable).with_name("heygen-simulator"))],
+                _environment(
+                    SIMULATOR_HOST="127.0.0.1",
+                    SIMULATOR_PORT=str(sim_port),
+                    SIMULATOR_API_KEYS=API_KEY,
+                    SIMULATOR_CONCURRENCY_LIMIT=str(params.sessions + 100),
+                    SIMULATOR_IDLE_TIMEOUT_OVERRIDE_S=f"{params.idle_timeout_s:g}",
+                    SIMULATOR_REQUEST_LOG_SIZE=str(log_size),
+                    SIMULATOR_LOG_LEVEL="WARNING",
+                ),
+                log_dir / "simulator.log",
+                REPO,
+            )
+        )
+        admin = await stack.enter_async_context(SimulatorAdmin(simulator_url, timeout=120))
+
+        async def simulator_up() -> bool:
+            await admin.stats(include_requests=False)
+            return True
+
+        await harness.wait_until("simulator", simulator_up, simulator, 30)
+        worker_env = _environment(
+            AMQP_URL=amqp_url,
+            HEYGEN_API_KEY=API_KEY,
+            HEYGEN_BASE_URL=simulator_url,
+            WORKER_MAX_SESSIONS=str(params.sessions + 100),
+            WORKER_KEEPALIVE_INTERVAL_S=f"{params.interval_s:g}",
+            WORKER_IDLE_TIMEOUT_S="86400",
+            WORKER_MAX_DURATION_S="86400",
+            WORKER_PARTITIONS="8",
+            WORKER_SHUTDOWN_GRACE_S="2",
+            WORKER_ID="bench-worker",
+            METRICS_HOST="127.0.0.1",
+            METRICS_PORT=str(metrics_port),
+            LOG_LEVEL="WARNING",
+            **params.worker_env,
+        )
+        worker = await stack.enter_async_context(
+            harness.child_process(
+                "worker", _worker_argv(), worker_env, log_dir / "worker.log", REPO
+            )
+        )
+        metrics_url = f"http://127.0.0.1:{metrics_port}"
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=5))
+
+        async def worker_up() -> bool:
+            return (await http.get(f"{metrics_url}/readyz")).status_code == 200
+
+        await harness.wait_until("worker", worker_up, worker, 60)
+        connection = await aio_pika.connect_robust(amqp_url)
+        stack.push_async_callback(connection.close)
+        fleet = Fleet(params.sessions, asyncio.Semaphore(params.create_concurrency))
+        events_channel = await connection.channel()
+        exchange = await events_channel.declare_exchange(
+            EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await events_channel.declare_queue("", exclusive=True, auto_delete=True)
+        for key in event_binding_keys(types=WATCHED_EVENTS):
+            await queue.bind(exchange, routing_key=key)
+        await queue.consume(fleet.on_message, no_ack=True)
+        pids = {"worker": worker.pid, "simulator": simulator.pid, "bench": os.getpid()}
+        rabbit = harness.find_pid("beam.smp")
+        pids["rabbitmq"] = rabbit if rabbit is not None else os.getpid()
+        sampler = Sampler("worker", pids)
+        sampling = asyncio.create_task(sampler.run())
+        stack.callback(sampling.cancel)
+        channel = await connection.channel(publisher_confirms=True)
+        yield Rig(params, simulator, worker, simulator_url, metrics_url, channel, fleet, sampler)
+
+
+async def _create_all(rig: Rig) -> None:
+    """Publish every session.create, at most `create_concurrency` unanswered at a time."""
+    fleet = rig.fleet
+    ids = iter(f"bench-{i:06d}" for i in range(rig.params.sessions))
+
+    async def publisher() -> None:
+        for session_id in ids:
+            await fleet.slots.acquire()
+            fleet.published[session_id] = time.monotonic()
+            await publish_command(
+                rig.channel, SessionCreate(session_id=session_id, avatar_id=AVATAR)
+            )
+
+    publishers = [asyncio.create_task(publisher()) for _ in range(PUBLISHERS)]
+    try:
+        while not fleet.all_settled.is_set():
+            rig.check_alive()
+            for task in publishers:
+                if task.done() and task.exception() is not None:
+                    raise BenchmarkAborted("publishing failed") from task.exception()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fleet.all_settled.wait(), 1.0)
+    finally:
+        for task in publishers:
+            task.cancel()
+
+
+async def _measure(rig: Rig, log_dir: Path) -> Report:
+    params, fleet, sampler = rig.params, rig.fleet, rig.sampler
+    start = sampler.mark()
+    rss_start = start.rss_kib
+    rig.phase = f"creating {params.sessions} sessions"
+    await _create_all(rig)
+    created = sampler.mark()
+    creation_s = max(fleet.ready.values(), default=created.at) - min(fleet.published.values())
+    rig.phase = f"holding for {params.hold_s:g} s"
+    await rig.wait(params.hold_s)
+    held = sampler.mark()
+    rig.phase = "collecting results"
+    async with SimulatorAdmin(rig.simulator_url, timeout=120) as admin:
+        sim = await admin.stats()
+    async with httpx.AsyncClient(timeout=30) as http:
+        exposition = (await http.get(f"{rig.metrics_url}/metrics")).text
+    samples = stats.scrape(exposition)
+    buckets = stats.histogram_buckets(samples, "heygen_worker_keepalive_lateness_seconds")
+    gaps = stats.activity_gaps(sim.requests)
+    ready = fleet.ready
+    return Report(
+        params=params,
+        machine=machine(),
+        rabbitmq_version=await _rabbitmq_version(),
+        started=now_utc(),
+        ready=len(ready),
+        create_failures=dict(fleet.failures),
+        creation_s=creation_s,
+        create_latency_s=[ready[s] - fleet.published[s] for s in ready if s in fleet.published],
+        rss_kib={
+            "start": rss_start,
+            "after create": created.rss_kib,
+            "end": held.rss_kib,
+            "peak": sampler.peak_kib(),
+        },
+        create_phase=Phase.between(start, created),
+        hold_phase=Phase.between(created, held),
+        keepalives_by_outcome=stats.by_label(samples, "heygen_worker_keepalives_total", "outcome"),
+        simulator_keepalives=sim.calls.get("streaming.keep_alive", 0),
+        keepalives_per_session=[s.keep_alives for s in sim.sessions.values()],
+        histogram_p50_s=stats.histogram_quantile(buckets, 0.5),
+        histogram_p99_s=stats.histogram_quantile(buckets, 0.99),
+        histogram_count=max((count for _, count in buckets), default=0.0),
+        lateness_s=stats.lateness(gaps, params.interval_s),
+        longest_gap_s=max((g for per in gaps.values() for g in per), default=float("nan")),
+        log_kept=len(sim.requests),
+        log_total=sim.requests_total,
+        live_at_end=sim.live_sessions,
+        closed_by_reason=Counter(
+            s.closed_reason for s in sim.sessions.values() if s.closed_reason is not None
+        ),
+        worker_events=fleet.events,
+        log_dir=str(log_dir),
+    )
+
+
+async def run(params: Params, log_dir: Path | None = None) -> Report:
+    """The whole benchmark, bounded by `params.deadline_s`; every process is gone on return."""
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-keepalive-"))
+    rig: Rig | None = None
+    bound = asyncio.timeout(params.deadline_s)
+    try:
+        async with bound, _rig(params, log_dir) as rig:
+            return await _measure(rig, log_dir)
+    except TimeoutError as exc:
+        if not bound.expired():
+            raise
+        phase = rig.phase if rig is not None else "starting"
+        raise BenchmarkAborted(
+            f"aborted: still {phase} after the {params.deadline_s:g} s bound "
+            f"(process logs in {log_dir})"
+        ) from exc
+
+
+def _parse(argv: list[str] | None) -> tuple[Params, bool]:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.keepalive_scale",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    parser.add_argument("--sessions", type=int, default=Params.sessions)
+    parser.add_argument("--interval", type=float, default=Params.interval_s, help="seconds")
+    parser.add_argument("--intervals", type=int, default=Params.intervals)
+    parser.add_argument("--create-concurrency", type=int, default=Params.create_concurrency)
+    parser.add_argument("--deadline", type=float, default=Params.deadline_s, help="abort after")
+    parser.add_argument(
+        "--smoke", action="store_true", help="200 sessions, 2 s interval, 2 intervals; no record"
+    )
+    parser.add_argument(
+        "--worker-env", action="append", default=[], metavar="NAME=VALUE", help="worker setting"
+    )
+    parser.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
+    args = parser.parse_args(argv)
+    worker_env = dict(item.split("=", 1) for item in args.worker_env)
+    if args.smoke:
+        return replace(SMOKE, worker_env=worker_env), False
+    params = Params(
+        sessions=args.sessions,
+        interval_s=args.interval,
+        intervals=args.intervals,
+        create_concurrency=args.create_concurrency,
+        deadline_s=args.deadline,
+        worker_env=worker_env,
+    )
+    return params, not args.no_record
+
+
+async def _main(params: Params) -> Report:
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the child processes are stopped.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await run(params)
+
+
+def main(argv: list[str] | None = None) -> int:
+    params, record = _parse(argv)
+    print(
+        f"keep-alive scale: {params.sessions:,} sessions, interval {params.interval_s:g} s, "
+        f"holding {params.hold_s:g} s ...",
+        flush=True,
+    )
+    try:
+        report = asyncio.run(_main(params))
+    except (BenchmarkAborted, harness.ChildExited) as exc:
+        print(f"keep-alive scale: {exc}", file=sys.stderr)
+        return 2
+    print(report.table())
+    if record:
+        append_section(report.markdown())
+        print("recorded in bench/RESULTS.md")
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
