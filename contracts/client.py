@@ -33,6 +33,7 @@ async def publish_command(
     command: CommandBase,
     *,
     timeout: float = 10.0,  # noqa: ASYNC109 - a bounded publish is the safe default for callers
+    user_id: str | None = None,
 ) -> None:
     """Publish a command to `avatar.commands` and wait for the broker's confirm.
 
@@ -40,11 +41,16 @@ async def publish_command(
     when the confirm does not come within `timeout` seconds (e.g. while reconnecting),
     CommandNotRoutedError when no partition queue is bound, and aio-pika's errors otherwise.
     A timed-out publish may still have reached the broker: resend the same command object
-    (same command_id, the idempotency key) rather than a new one.
+    (same command_id, the idempotency key) rather than a new one. `user_id`, when given, must
+    be the connection's user name (RabbitMQ validates it); the worker makes it the owner of
+    the sessions it creates and refuses other principals' commands on them.
     """
     if not channel.publisher_confirms:
         raise ValueError("publish_command needs a channel opened with publisher_confirms=True")
     envelope = encode_command(command)
+    if user_id is not None:
+        # The broker checks it equals the connection's user: the worker's notion of "owner".
+        envelope.properties["user_id"] = user_id
     exchange = await channel.get_exchange(COMMANDS_EXCHANGE, ensure=False)
     async with asyncio.timeout(timeout):
         result = await exchange.publish(

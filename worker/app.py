@@ -107,6 +107,8 @@ class Worker:
                 max_duration_s=s.max_duration_s,
                 credits_per_minute=s.credits_per_minute,
                 reconnect_attempts=s.reconnect_attempts,
+                admins=s.admins,
+                require_user_id=s.require_user_id,
             ),
             metrics=self.metrics,
         )

@@ -148,6 +148,8 @@ class Dispatcher:
         handler = HANDLERS[command.type]
 
         async def job() -> None:
+            if ctx.principal is None and self._services.policy.require_user_id:
+                raise Rejected(RejectCode.FORBIDDEN, "commands must carry an AMQP user_id")
             # Checked when the command's turn comes: late real-time speech is worse than none.
             if command.deadline is not None and command.deadline <= datetime.now(UTC):
                 raise Rejected(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_worker_id() -> str:
@@ -17,6 +17,12 @@ def _default_worker_id() -> str:
 
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
+
+
+def _comma_separated(value: Any) -> Any:
+    if isinstance(value, str):
+        return frozenset(part.strip() for part in value.split(",") if part.strip())
+    return value
 
 
 class WorkerSettings(BaseSettings):
@@ -71,10 +77,16 @@ class WorkerSettings(BaseSettings):
     max_message_bytes: int = Field(
         65_536, ge=1024, validation_alias=_env("WORKER_MAX_MESSAGE_BYTES")
     )
+    admins: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(), validation_alias=_env("WORKER_ADMINS")
+    )
+    require_user_id: bool = Field(False, validation_alias=_env("WORKER_REQUIRE_USER_ID"))
     credits_per_minute: float = Field(0.2, ge=0, validation_alias=_env("WORKER_CREDITS_PER_MINUTE"))
     worker_id: str = Field(default_factory=_default_worker_id, validation_alias=_env("WORKER_ID"))
     metrics_host: str = Field("0.0.0.0", validation_alias=_env("METRICS_HOST"))
     metrics_port: int = Field(9464, ge=0, le=65535, validation_alias=_env("METRICS_PORT"))
+    _admins = field_validator("admins", mode="before")(_comma_separated)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("LOG_LEVEL")
     )

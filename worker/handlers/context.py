@@ -44,6 +44,8 @@ class Policy:
     fresh_session_s: float = 30.0
     # Principals allowed to act on any session (ownership is checked against the AMQP user_id).
     admins: frozenset[str] = frozenset()
+    # Refuse commands without a broker-validated user_id instead of treating them as anonymous.
+    require_user_id: bool = False
 
 
 @dataclass
