@@ -22,11 +22,13 @@ from simulator.server import running_simulator
 from worker.bus.consumer import Consumer
 from worker.bus.ownership import OwnershipProbe
 from worker.bus.publisher import Publisher
+from worker.bus.state_stream import StateStream
 from worker.bus.topology import TopologyError, TopologySpec, declare_topology
 from worker.dispatch import Dispatcher
 from worker.events import EventEmitter
 from worker.handlers.context import Policy, Services
 from worker.handlers.lifecycle import end_session
+from worker.handover import Handover
 from worker.heygen.client import HeyGenClient
 from worker.heygen.credentials import FILE_VAR, KEY_VAR, load_api_key
 from worker.heygen.retry import RetryPolicy
@@ -72,6 +74,7 @@ class Worker:
         self.dispatcher: Dispatcher | None = None
         self.health: HealthServer | None = None
         self.pool: SessionPool | None = None
+        self.handover: Handover
         self._tasks: list[asyncio.Task[None]] = []
         self.owned_partitions: set[int] = set()
         self.heygen_base_url = settings.heygen_base_url
@@ -88,17 +91,56 @@ class Worker:
         heygen = await self._heygen_client()
         self._consume_conn = await self._connect("consume")
         self._publish_conn = await self._connect("publish")
-        await declare_topology(self._consume_conn, TopologySpec(s.partitions, s.delivery_limit))
+        await declare_topology(
+            self._consume_conn,
+            TopologySpec(s.partitions, s.delivery_limit, state_max_age=s.state_retention),
+        )
         publisher = Publisher(self._publish_conn, timeout=s.publish_timeout_s)
         await publisher.start()
         self._stack.push_async_callback(publisher.close)
+        self.services = self._services(heygen, publisher)
+        self.handover = Handover(
+            self.services,
+            StateStream(self._consume_conn, publisher),
+            s.worker_id,
+            refresh_s=s.snapshot_refresh_s,
+        )
+        self.services.emitter.after_session_event = self.handover.save
+        # A replica cut off from the broker may have lost its partitions: stop acting on them.
+        self._consume_conn.close_callbacks.add(lambda *_: self.handover.release_all())
+        self.dispatcher = Dispatcher(
+            self.services,
+            max_message_bytes=s.max_message_bytes,
+            dedup_capacity=s.dedup_capacity,
+            before_partition=self.handover.ensure,
+        )
+        self.pool = SessionPool(
+            self.services,
+            PoolSettings(
+                keepalive_interval_s=s.keepalive_interval_s,
+                keepalive_concurrency=s.keepalive_concurrency,
+                reconcile_interval_s=s.reconcile_interval_s,
+                leak_grace_s=s.leak_grace_s,
+                reap_unknown_sessions=s.reap_unknown_sessions,
+            ),
+        )
+        self._tasks.append(asyncio.create_task(self.pool.run()))
+        self._tasks.append(asyncio.create_task(self.handover.refresh_forever()))
+        self._track_sessions(self.services.registry)
+        await self._start_consuming(self._consume_conn, publisher, self.dispatcher)
+        log.info(
+            "worker %s consuming %d partitions (prefetch %d)", s.worker_id, s.partitions, s.prefetch
+        )
+
+    def _services(self, heygen: HeyGenClient, publisher: Publisher) -> Services:
+        s = self.settings
         emitter = EventEmitter(
             publisher,
             s.worker_id,
             decorate_headers=inject_context,
             on_published=lambda e: self.metrics.events_published_total.labels(type=e.type).inc(),
         )
-        self.services = Services(
+        return Services(
             heygen=heygen,
             registry=Registry(s.max_sessions),
             emitter=emitter,
@@ -112,15 +154,15 @@ class Worker:
             ),
             metrics=self.metrics,
         )
-        self.dispatcher = Dispatcher(
-            self.services,
-            max_message_bytes=s.max_message_bytes,
-            dedup_capacity=s.dedup_capacity,
-        )
+
+    async def _start_consuming(
+        self, connection: AbstractRobustConnection, publisher: Publisher, dispatcher: Dispatcher
+    ) -> None:
+        s = self.settings
         self._consumer = Consumer(
-            self._consume_conn,
+            connection,
             publisher,
-            self.dispatcher.handle,
+            dispatcher.handle,
             partitions=s.partitions,
             prefetch=s.prefetch,
             worker_id=s.worker_id,
@@ -128,19 +170,9 @@ class Worker:
                 reason=reason
             ).inc(),
         )
-        self.pool = SessionPool(
-            self.services,
-            PoolSettings(
-                keepalive_interval_s=s.keepalive_interval_s,
-                keepalive_concurrency=s.keepalive_concurrency,
-                reconcile_interval_s=s.reconcile_interval_s,
-                leak_grace_s=s.leak_grace_s,
-                reap_unknown_sessions=s.reap_unknown_sessions,
-            ),
-        )
-        self._tasks.append(asyncio.create_task(self.pool.run()))
-        self._track_sessions(self.services.registry)
         await self._consumer.start()
+        self.metrics.partitions.set(s.partitions)
+        self.metrics.max_sessions.set(s.max_sessions)
         probe = OwnershipProbe(
             s.amqp_url.get_secret_value(),
             self._consumer.consumer_tags,
@@ -148,14 +180,6 @@ class Worker:
         )
         self._stack.push_async_callback(probe.aclose)
         self._tasks.append(asyncio.create_task(self._watch_broker(probe)))
-        self.metrics.partitions.set(s.partitions)
-        self.metrics.max_sessions.set(s.max_sessions)
-        log.info(
-            "worker %s consuming %d partitions (prefetch %d)",
-            s.worker_id,
-            s.partitions,
-            s.prefetch,
-        )
 
     async def _heygen_client(self) -> HeyGenClient:
         s = self.settings
@@ -224,11 +248,20 @@ class Worker:
             )
 
     async def _watch_broker(self, probe: OwnershipProbe) -> None:
+        """Follow partition ownership (adopt, release) and the dead-letter depth."""
+        not_owned_before: set[int] = set()
         while True:
             owned = await probe.owned()
             if owned is not None:
-                self.metrics.partitions_owned.set(len(owned))
                 self.owned_partitions = owned
+                self.metrics.partitions_owned.set(len(owned))
+                for partition in owned:
+                    await self.handover.ensure(partition)
+                not_owned = set(self.handover.adopted) - owned
+                # Twice in a row: a single poll may predate our consumer turning active.
+                for partition in not_owned & not_owned_before:
+                    self.handover.release(partition)
+                not_owned_before = not_owned
             depth = await probe.queue_depth(DEAD_LETTER_QUEUE)
             if depth is not None:
                 self.metrics.dead_letter_queue_messages.set(depth)

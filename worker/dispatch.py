@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from contracts.codec import DecodeError, decode_command
@@ -42,8 +43,16 @@ class RecentIds:
 
 
 class Dispatcher:
-    def __init__(self, services: Services, *, max_message_bytes: int, dedup_capacity: int) -> None:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        max_message_bytes: int,
+        dedup_capacity: int,
+        before_partition: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
         self._services = services
+        self._before_partition = before_partition
         self._max_message_bytes = max_message_bytes
         self._mailboxes = services.mailboxes
         self._finished = RecentIds(dedup_capacity)
@@ -81,7 +90,10 @@ class Dispatcher:
         metrics.commands_received_total.labels(type=kind).inc()
         delay = (datetime.now(UTC) - command.sent_at).total_seconds()
         metrics.command_queue_delay_seconds.labels(type=kind).observe(max(0.0, delay))
-        if command.command_id in self._finished or command.command_id in self._in_flight:
+        if self._before_partition is not None:
+            # A partition new to this replica: its sessions are taken over first.
+            await self._before_partition(delivery.partition)
+        if self._seen(command):
             metrics.commands_total.labels(type=kind, outcome="duplicate").inc()
             return ACK
         self._in_flight[command.command_id] = asyncio.current_task()
@@ -103,6 +115,15 @@ class Dispatcher:
         metrics.commands_total.labels(type=kind, outcome=outcome).inc()
         metrics.command_duration_seconds.labels(type=kind).observe(time.monotonic() - received)
         return disposition
+
+    def _seen(self, command: Command) -> bool:
+        """Finished or running here, or run for its session by a previous owner."""
+        command_id = command.command_id
+        if command_id in self._finished or command_id in self._in_flight:
+            return True
+        session_id = _session_id(command)
+        session = self._services.registry.get(session_id) if session_id else None
+        return session is not None and command_id in session.recent_commands
 
     async def _execute(self, command: Command, delivery: Delivery) -> tuple[str, Disposition]:
         ctx = CommandContext(

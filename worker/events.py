@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from contracts.codec import AmqpEnvelope, encode_event
@@ -36,6 +36,8 @@ class EventEmitter:
         self.worker_id = worker_id
         self._decorate_headers = decorate_headers
         self._on_published = on_published
+        # Awaited after each event of a session, under its lock (the handover snapshot).
+        self.after_session_event: Callable[[Session], Awaitable[None]] | None = None
 
     async def emit(
         self,
@@ -55,6 +57,8 @@ class EventEmitter:
                 event = self._build(cls, session.seq + 1, session.session_id, cause, fields)
                 await self._publish(event)
                 session.seq += 1
+                if self.after_session_event is not None:
+                    await self.after_session_event(session)
         if cause is not None and cause.reply_to:
             await self._copy_to_reply(event, cause.reply_to)
         return event

@@ -37,7 +37,11 @@ class WorkerSettings(BaseSettings):
     rabbitmq_management_url: str | None = Field(
         None, validation_alias=_env("RABBITMQ_MANAGEMENT_URL")
     )
-    ownership_poll_s: float = Field(10, gt=0, validation_alias=_env("WORKER_OWNERSHIP_POLL_S"))
+    ownership_poll_s: float = Field(5, gt=0, validation_alias=_env("WORKER_OWNERSHIP_POLL_S"))
+    snapshot_refresh_s: float = Field(300, gt=0, validation_alias=_env("WORKER_SNAPSHOT_REFRESH_S"))
+    state_retention: str = Field(
+        "1h", pattern=r"^\d+[YMDhms]$", validation_alias=_env("WORKER_STATE_RETENTION")
+    )
     heygen_api_key: SecretStr | None = Field(None, validation_alias=_env("HEYGEN_API_KEY"))
     heygen_api_key_file: Path | None = Field(None, validation_alias=_env("HEYGEN_API_KEY_FILE"))
     heygen_base_url: str = Field("https://api.heygen.com", validation_alias=_env("HEYGEN_BASE_URL"))

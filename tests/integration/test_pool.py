@@ -105,7 +105,8 @@ async def test_heygen_concurrency_limit_becomes_capacity_without_retry(
     assert isinstance(rejected, CommandRejected)
     assert rejected.code == "capacity"
     assert (await simulator.admin.stats()).calls.get("streaming.new") == 2
-    assert worker.services is not None and worker.services.registry.get("h2") is None
+    assert worker.services is not None
+    assert worker.services.registry.get("h2") is None
 
 
 async def test_session_closed_remotely_is_reconnected_and_usable(

@@ -1,4 +1,4 @@
-"""Per-session ordering: FIFO per key, concurrency across keys, control overtaking and preempting."""
+"""Per-session ordering: FIFO per key, concurrency across keys, control overtaking, preempting."""
 
 from __future__ import annotations
 

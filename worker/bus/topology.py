@@ -18,6 +18,7 @@ from contracts.topology import (
     EVENTS_EXCHANGE,
     partition_queue,
 )
+from worker.bus.state_stream import STATE_STREAM, stream_arguments
 
 
 class TopologyError(RuntimeError):
@@ -28,6 +29,8 @@ class TopologyError(RuntimeError):
 class TopologySpec:
     partitions: int
     delivery_limit: int
+    # Retention of the session-state stream (RabbitMQ duration syntax, e.g. "2h").
+    state_max_age: str = "2h"
 
     def partition_arguments(self) -> FieldTable:
         return {
@@ -64,26 +67,28 @@ async def declare_topology(connection: AbstractConnection, spec: TopologySpec) -
             DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
         )
         await dead.bind(dlx, routing_key="")
+    async with _channel(connection) as channel:
+        await _declare_queue(channel, STATE_STREAM, stream_arguments(spec.state_max_age))
     for index in range(spec.partitions):
         name = partition_queue(index)
         async with _channel(connection) as channel:
-            queue = await _declare_partition(channel, name, spec)
+            queue = await _declare_queue(channel, name, spec.partition_arguments())
             # Binding key of a consistent-hash exchange is the weight: equal shares.
             await queue.bind(COMMANDS_EXCHANGE, routing_key="1")
 
 
-async def _declare_partition(
-    channel: AbstractChannel, name: str, spec: TopologySpec
+async def _declare_queue(
+    channel: AbstractChannel, name: str, arguments: FieldTable
 ) -> AbstractQueue:
     try:
-        return await channel.declare_queue(name, durable=True, arguments=spec.partition_arguments())
+        return await channel.declare_queue(name, durable=True, arguments=arguments)
     except ChannelClosed as exc:
         if "inequivalent arg" in str(exc) or "PRECONDITION_FAILED" in str(exc):
             raise TopologyError(
                 f"queue {name} exists with different arguments than this worker needs "
-                f"({_reason(exc)}). Either set WORKER_PARTITIONS/WORKER_DELIVERY_LIMIT to match "
-                f"the existing queues, or drain and delete them (`rabbitmqctl delete_queue {name}`)"
-                " so the worker can declare them again."
+                f"({_reason(exc)}). Either set WORKER_DELIVERY_LIMIT (or the state stream's "
+                "retention) to match the existing queues, or drain and delete them "
+                f"(`rabbitmqctl delete_queue {name}`) so the worker can declare them again."
             ) from exc
         raise
 

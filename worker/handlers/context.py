@@ -97,6 +97,7 @@ class CommandContext:
             raise Rejected(
                 RejectCode.FORBIDDEN, f"session {session_id} belongs to another principal"
             )
+        session.recent_commands.append(self.command.command_id)
         return session
 
     def may_see(self, session: Session) -> bool:

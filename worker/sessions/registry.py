@@ -22,11 +22,12 @@ class Registry:
     def get(self, session_id: str) -> Session | None:
         return self._index.get(session_id)
 
-    def add(self, session: Session) -> None:
-        """Register a session; live sessions count against `max_sessions` from `creating` on."""
+    def add(self, session: Session, *, force: bool = False) -> None:
+        """Register a session; live sessions count against `max_sessions` from `creating` on.
+        `force` adopts one taken over from another replica whatever the count."""
         if session.session_id in self._index:
             raise KeyError(f"session {session.session_id} already registered")
-        if session.live and self.live_count() >= self.max_sessions:
+        if not force and session.live and self.live_count() >= self.max_sessions:
             raise CapacityExceeded(f"this worker holds its maximum of {self.max_sessions} sessions")
         self._index[session.session_id] = session
         self._partitions.setdefault(session.partition, {})[session.session_id] = session

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -28,6 +29,8 @@ _TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
     SessionState.STOPPING: frozenset({SessionState.STOPPED}),
     SessionState.STOPPED: frozenset(),
 }
+
+RECENT_COMMANDS = 64
 
 LIVE_STATES = frozenset(
     {SessionState.CREATING, SessionState.READY, SessionState.SPEAKING, SessionState.RECONNECTING}
@@ -62,6 +65,9 @@ class Session:
     keepalive_jitter: float = field(default_factory=lambda: random.uniform(0.85, 1.0))
     keepalive_failures: int = 0
     keepalive_in_flight: bool = False
+    # Ids of the latest commands run for this session: survives handover in the snapshot,
+    # so a command redelivered to the next owner is not executed twice.
+    recent_commands: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_COMMANDS))
     seq: int = 0
     tasks: int = 0
     characters: int = 0

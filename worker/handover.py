@@ -1,0 +1,98 @@
+"""Partition handover: snapshot sessions after each of their events, adopt a partition's
+sessions when this replica becomes its owner, forget them when it stops being the owner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+
+from contracts.common import SessionState
+from worker.bus.state_stream import StateStream
+from worker.handlers.context import Services
+from worker.heygen.errors import HeyGenError
+from worker.sessions.session import Session
+from worker.sessions.snapshot import SessionSnapshot
+
+log = logging.getLogger(__name__)
+
+
+class Handover:
+    def __init__(
+        self, services: Services, stream: StateStream, worker_id: str, *, refresh_s: float
+    ) -> None:
+        self._services = services
+        self._stream = stream
+        self._worker_id = worker_id
+        self._refresh_s = refresh_s
+        self._adopted: set[int] = set()
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    @property
+    def adopted(self) -> frozenset[int]:
+        return frozenset(self._adopted)
+
+    async def save(self, session: Session) -> None:
+        """Append the session's current snapshot (called after each of its events)."""
+        snapshot = SessionSnapshot.of(session, self._worker_id)
+        await self._stream.append(session.partition, snapshot.model_dump_json().encode())
+
+    async def ensure(self, partition: int) -> None:
+        """Before the first command of a partition this replica did not own: take it over."""
+        if partition in self._adopted:
+            return
+        async with self._locks.setdefault(partition, asyncio.Lock()):
+            if partition not in self._adopted:
+                await self._adopt(partition)
+                self._adopted.add(partition)
+
+    def release(self, partition: int) -> None:
+        """Another replica owns it now: drop its sessions here without stopping them."""
+        self._adopted.discard(partition)
+        registry = self._services.registry
+        for session_id, session in list(registry.partition(partition).items()):
+            session.cancel_speech_timers()
+            registry.remove(session_id)
+
+    def release_all(self) -> None:
+        for partition in list(self._adopted):
+            self.release(partition)
+
+    async def _adopt(self, partition: int) -> None:
+        # Every live session is re-snapshotted at least every refresh, so two of them is enough.
+        since = datetime.now(UTC) - timedelta(seconds=2 * self._refresh_s + 60)
+        latest: dict[str, SessionSnapshot] = {}
+        for body in await self._stream.read(partition, since):
+            snapshot = SessionSnapshot.model_validate_json(body)
+            latest[snapshot.session_id] = snapshot  # the stream is in append order
+        adopted = 0
+        for snapshot in latest.values():
+            if self._services.registry.get(snapshot.session_id) is not None:
+                continue  # ours already, and fresher than any snapshot
+            if snapshot.state is SessionState.STOPPED:
+                continue
+            if snapshot.state is SessionState.STOPPING:
+                await self._finish_stop(snapshot)
+                continue
+            session = snapshot.restore()
+            session.last_activity = 0.0  # unknown since the snapshot: keep it alive at once
+            self._services.registry.add(session, force=True)
+            self._services.watch(session)
+            adopted += 1
+        log.info("took over partition %d: %d live sessions", partition, adopted)
+
+    async def _finish_stop(self, snapshot: SessionSnapshot) -> None:
+        """The previous owner died while stopping it: make sure HeyGen stops billing."""
+        if snapshot.heygen_session_id is not None:
+            with contextlib.suppress(HeyGenError):
+                await self._services.heygen.stop(snapshot.heygen_session_id)
+
+    async def refresh_forever(self) -> None:
+        """Keep every live session inside the replay window of the stream."""
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            for session in self._services.registry:
+                if session.live:
+                    async with session.emit_lock:
+                        await self.save(session)
