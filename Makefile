@@ -29,8 +29,8 @@ simulator: $(STAMP)
 	$(VENV)/bin/heygen-simulator
 
 ## Lint, type-check, contract drift check and the whole test suite (not the soak).
-test: $(STAMP) rabbitmq promtool lint typecheck check-schemas
-	$(PY) -m pytest -q
+test: $(STAMP) rabbitmq promtool lint typecheck check-schemas deploy-check
+	$(PY) -m pytest -q --ignore=tests/deploy
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -44,6 +44,10 @@ schemas: $(STAMP)
 
 check-schemas: $(STAMP)
 	$(PY) -m contracts.schema check
+
+## Dockerfile (hadolint), compose file (compose loader), Helm chart (real Helm engine + k8s schemas).
+deploy-check: $(STAMP)
+	scripts/deploy-check.sh
 
 soak: $(STAMP) rabbitmq
 	$(PY) -m pytest -q -m slow -o addopts=''

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -74,7 +75,8 @@ class Report:
     histogram_p50_s: float
     histogram_p99_s: float
     histogram_count: float
-    lateness_s: Sequence[float]
+    lateness_all_s: Sequence[float]  # every gap of the run, creation included
+    lateness_held_s: Sequence[float]  # gaps ended in the measured hold (after the settling one)
     longest_gap_s: float
     log_kept: int
     log_total: int
@@ -95,7 +97,7 @@ class Report:
         p = self.params
         lost = p.sessions - self.live_at_end
         peak = mb(self.rss_kib["peak"])
-        p99 = quantile(self.lateness_s, 0.99)
+        p99 = quantile(self.lateness_held_s, 0.99)
         if math.isnan(p99):
             p99 = self.histogram_p99_s  # no request log: the worker's own (coarser) view
         return [
@@ -107,7 +109,7 @@ class Report:
             Goal(f"worker RSS < {MAX_RSS_MB:g} MB", f"peak {peak:.1f} MB", peak < MAX_RSS_MB),
             Goal(
                 f"keep-alive lateness p99 < {MAX_LATENESS_P99_S:g} s",
-                f"p99 {_s(p99)}",
+                f"p99 {_s(p99)} while holding",
                 p99 < MAX_LATENESS_P99_S,
             ),
         ]
@@ -122,15 +124,13 @@ class Report:
         rss = {k: f"{mb(v):.1f}" for k, v in self.rss_kib.items()}
         per_session = (self.rss_kib["after create"] - self.rss_kib["start"]) / max(self.ready, 1)
         lat = self.create_latency_s
-        late = self.lateness_s
         per = self.keepalives_per_session
         outcomes = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(self.keepalives_by_outcome.items()))
         closed_other = {k: v for k, v in self.closed_by_reason.items() if k != "idle"}
         events = ", ".join(f"{k} {v}" for k, v in sorted(self.worker_events.items())) or "none"
-        late_gaps = sum(1 for x in late if x > 0)
         return [
             ("sessions ready / asked", f"{self.ready:,} / {p.sessions:,}"),
-            ("create failures", str(len(self.create_failures))),
+            ("create failures", _failures(self.create_failures)),
             (
                 "creation rate",
                 f"{self.creation_rate:,.0f} sessions/s ({self.creation_s:.1f} s, "
@@ -174,10 +174,10 @@ class Report:
                 f"(bucket resolution, {self.histogram_count:,.0f} observed)",
             ),
             (
-                "lateness, simulator log p50 / p99 / max",
-                f"{_s(quantile(late, 0.5))} / {_s(quantile(late, 0.99))} / "
-                f"{_s(max(late, default=math.nan))} ({len(late):,} gaps, {late_gaps:,} late)",
+                f"lateness, simulator log, holding ({p.intervals} intervals)",
+                _spread(self.lateness_held_s),
             ),
+            ("lateness, simulator log, whole run", _spread(self.lateness_all_s)),
             (
                 "longest gap between activity",
                 f"{_s(self.longest_gap_s)} (interval {p.interval_s:g} s, HeyGen idle close "
@@ -217,15 +217,35 @@ class Report:
         lines += ["", "| figure | value |", "|---|---|"]
         lines += [f"| {name} | {value} |" for name, value in self.rows()]
         lines += ["", "| goal | measured | result |", "|---|---|---|"]
-        lines += [f"| {g.name} | {g.measured} | {_verdict(g)} |" for g in self.goals()]
+        lines += [
+            f"| {g.name} | {g.measured} | {'PASS' if g.passed else 'FAIL'} |" for g in self.goals()
+        ]
         lines += [
             "",
             "Lateness from the simulator's log is, per session, each gap between consecutive "
             f"accepted activity requests minus the {p.interval_s:g} s interval (0 when shorter); "
-            "the worker's histogram measures dispatch against each keep-alive's jittered due "
-            "time, to its bucket bounds.",
+            '"holding" counts the gaps that ended after the first (settling) interval of the '
+            "hold. The worker's histogram measures dispatch against each keep-alive's jittered "
+            "due time, to its bucket bounds.",
         ]
         return "\n".join(lines)
+
+
+def _failures(failures: Mapping[str, str]) -> str:
+    if not failures:
+        return "0"
+    # The same message for many sessions: count them once, without the session ids.
+    kinds = Counter(re.sub(r"\bbench-\d+\b", "<id>", m) for m in failures.values())
+    message, count = kinds.most_common(1)[0]
+    return f"{len(failures)} (most common, {count}x: {message})"
+
+
+def _spread(lateness: Sequence[float]) -> str:
+    late = sum(1 for x in lateness if x > 0)
+    return (
+        f"p50 {_s(quantile(lateness, 0.5))} / p99 {_s(quantile(lateness, 0.99))} / "
+        f"max {_s(max(lateness, default=math.nan))} ({len(lateness):,} gaps, {late:,} late)"
+    )
 
 
 def _verdict(goal: Goal) -> str:

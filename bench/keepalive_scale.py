@@ -266,6 +266,7 @@ async def _measure(rig: Rig, log_dir: Path) -> Report:
     samples = stats.scrape(exposition)
     buckets = stats.histogram_buckets(samples, "heygen_worker_keepalive_lateness_seconds")
     gaps = stats.activity_gaps(sim.requests)
+    _dump(log_dir, sim.model_dump_json(), exposition, sampler)
     ready = fleet.ready
     return Report(
         params=params,
@@ -290,8 +291,9 @@ async def _measure(rig: Rig, log_dir: Path) -> Report:
         histogram_p50_s=stats.histogram_quantile(buckets, 0.5),
         histogram_p99_s=stats.histogram_quantile(buckets, 0.99),
         histogram_count=max((count for _, count in buckets), default=0.0),
-        lateness_s=stats.lateness(gaps, params.interval_s),
-        longest_gap_s=max((g for per in gaps.values() for g in per), default=float("nan")),
+        lateness_all_s=stats.lateness(gaps, params.interval_s),
+        lateness_held_s=stats.lateness(gaps, params.interval_s, created.wall + params.interval_s),
+        longest_gap_s=max((g.seconds for g in gaps), default=float("nan")),
         log_kept=len(sim.requests),
         log_total=sim.requests_total,
         live_at_end=sim.live_sessions,
@@ -301,6 +303,20 @@ async def _measure(rig: Rig, log_dir: Path) -> Report:
         worker_events=fleet.events,
         log_dir=str(log_dir),
     )
+
+
+def _dump(log_dir: Path, simulator_stats: str, exposition: str, sampler: Sampler) -> None:
+    """Raw material next to the process logs, for a closer look after the run."""
+    (log_dir / "simulator-stats.json").write_text(simulator_stats)
+    (log_dir / "worker-metrics.txt").write_text(exposition)
+    names = sorted(sampler.readings[0].cpu_s) if sampler.readings else []
+    rows = ["wall,rss_kib,machine_busy_s," + ",".join(f"cpu_{n}" for n in names)]
+    rows += [
+        f"{r.wall:.3f},{r.rss_kib},{r.machine_busy_s:.2f},"
+        + ",".join(f"{r.cpu_s[n]:.2f}" for n in names)
+        for r in sampler.readings
+    ]
+    (log_dir / "readings.csv").write_text("\n".join(rows) + "\n")
 
 
 async def run(params: Params, log_dir: Path | None = None) -> Report:

@@ -14,6 +14,7 @@ from bench.harness import cpu_seconds, machine_busy_seconds, memory_kib
 @dataclass(frozen=True)
 class Reading:
     at: float  # time.monotonic()
+    wall: float  # time.time(), to place it among the simulator's request log
     rss_kib: int  # of the watched process
     cpu_s: Mapping[str, float]  # cumulative CPU seconds by process name (NaN once it is gone)
     machine_busy_s: float  # all cores together
@@ -36,7 +37,7 @@ class Sampler:
             except OSError:
                 cpu[name] = float("nan")
         rss = memory_kib(self._pids[self._watched]).get("VmRSS", 0)
-        return Reading(time.monotonic(), rss, cpu, machine_busy_seconds())
+        return Reading(time.monotonic(), time.time(), rss, cpu, machine_busy_seconds())
 
     def peak_kib(self) -> int:
         """The kernel's high-water mark of the watched process's RSS (VmHWM)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,22 +26,29 @@ def quantile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def activity_gaps(records: Iterable[RequestRecord]) -> dict[str, list[float]]:
-    """Per session, seconds between consecutive accepted activity requests (simulator clock)."""
+@dataclass(frozen=True, slots=True)
+class Gap:
+    session_id: str
+    ended: float  # wall-clock time of the request that ended the gap
+    seconds: float
+
+
+def activity_gaps(records: Iterable[RequestRecord]) -> list[Gap]:
+    """Every gap between consecutive accepted activity requests of a session (simulator clock)."""
     times: dict[str, list[float]] = {}
     for record in records:
         if record.session_id and record.applied and record.endpoint in ACTIVITY_ENDPOINTS:
             times.setdefault(record.session_id, []).append(record.at)
-    gaps: dict[str, list[float]] = {}
+    gaps: list[Gap] = []
     for session_id, stamps in times.items():
         stamps.sort()
-        gaps[session_id] = [b - a for a, b in itertools.pairwise(stamps)]
+        gaps += [Gap(session_id, b, b - a) for a, b in itertools.pairwise(stamps)]
     return gaps
 
 
-def lateness(gaps: dict[str, list[float]], interval_s: float) -> list[float]:
-    """How far each gap overran the longest interval the worker promises (0 when on time)."""
-    return [max(0.0, gap - interval_s) for per_session in gaps.values() for gap in per_session]
+def lateness(gaps: Iterable[Gap], interval_s: float, since: float = -math.inf) -> list[float]:
+    """How far each gap ended after `since` overran the interval the worker promises (0 if not)."""
+    return [max(0.0, gap.seconds - interval_s) for gap in gaps if gap.ended >= since]
 
 
 # --- Prometheus text ------------------------------------------------------------------------

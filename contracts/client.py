@@ -82,10 +82,9 @@ async def subscribe_events(
     async for event in events: ...`
     """
     keys = event_binding_keys(session_id=session_id, types=types)
-    # Declared here too (same arguments as the worker) so subscribing works before it starts.
-    exchange = await channel.declare_exchange(
-        EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
-    )
+    # Passive: a producer needs no configure permission on the worker's exchange, only that
+    # the worker has declared its topology once (it does at every start).
+    exchange = await channel.get_exchange(EVENTS_EXCHANGE, ensure=True)
     queue = await channel.declare_queue(queue_name or "", exclusive=True, auto_delete=True)
     try:
         for key in keys:

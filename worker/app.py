@@ -75,6 +75,7 @@ class Worker:
         self.health: HealthServer | None = None
         self.pool: SessionPool | None = None
         self.handover: Handover
+        self._publisher: Publisher
         self._tasks: list[asyncio.Task[None]] = []
         self.owned_partitions: set[int] = set()
         self.heygen_base_url = settings.heygen_base_url
@@ -95,7 +96,7 @@ class Worker:
             self._consume_conn,
             TopologySpec(s.partitions, s.delivery_limit, state_max_age=s.state_retention),
         )
-        publisher = Publisher(self._publish_conn, timeout=s.publish_timeout_s)
+        publisher = self._publisher = Publisher(self._publish_conn, timeout=s.publish_timeout_s)
         await publisher.start()
         self._stack.push_async_callback(publisher.close)
         self.services = self._services(heygen, publisher)
@@ -104,6 +105,7 @@ class Worker:
             StateStream(self._consume_conn, publisher),
             s.worker_id,
             refresh_s=s.snapshot_refresh_s,
+            drain_wait_s=s.shutdown_grace_s + 5,
         )
         self.services.emitter.after_session_event = self.handover.save
         # A replica cut off from the broker may have lost its partitions: stop acting on them.
@@ -169,6 +171,7 @@ class Worker:
             on_dead_letter=lambda reason: self.metrics.dead_letters_total.labels(
                 reason=reason
             ).inc(),
+            on_partition_lost=self.handover.release,
         )
         await self._consumer.start()
         self.metrics.partitions.set(s.partitions)
@@ -248,8 +251,11 @@ class Worker:
             )
 
     async def _watch_broker(self, probe: OwnershipProbe) -> None:
-        """Follow partition ownership (adopt, release) and the dead-letter depth."""
-        not_owned_before: set[int] = set()
+        """Adopt partitions the broker made ours while idle, and read the dead-letter depth.
+
+        Releasing is left to channel and connection loss: the management API's consumer
+        state lags by its statistics interval, so "not active" may just be stale.
+        """
         while True:
             owned = await probe.owned()
             if owned is not None:
@@ -257,11 +263,6 @@ class Worker:
                 self.metrics.partitions_owned.set(len(owned))
                 for partition in owned:
                     await self.handover.ensure(partition)
-                not_owned = set(self.handover.adopted) - owned
-                # Twice in a row: a single poll may predate our consumer turning active.
-                for partition in not_owned & not_owned_before:
-                    self.handover.release(partition)
-                not_owned_before = not_owned
             depth = await probe.queue_depth(DEAD_LETTER_QUEUE)
             if depth is not None:
                 self.metrics.dead_letter_queue_messages.set(depth)
@@ -295,6 +296,9 @@ class Worker:
     async def shutdown(self) -> None:
         """Stop consuming, finish in-flight commands within the grace, requeue the rest."""
         self._draining = True
+        started = self._consumer is not None
+        if started:
+            await self.handover.announce_draining()
         if self._consumer is not None:
             await self._consumer.stop_consuming()
         if self.dispatcher is not None:
@@ -305,6 +309,8 @@ class Worker:
                 log.warning("drain grace over: requeueing %d unfinished commands", cancelled)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.dispatcher.wait_idle(), 5)
+        if started:
+            await self.handover.announce_released(self._publisher)
         if self.services is not None and self.settings.stop_sessions_on_shutdown:
             for session in self.services.registry:
                 with contextlib.suppress(Exception):

@@ -14,7 +14,14 @@ from contracts.codec import DecodeError, decode_command
 from contracts.commands import COMMAND_TYPES, Command
 from contracts.common import RejectCode
 from contracts.events import CommandFailed, CommandRejected
-from worker.bus.delivery import ACK, REQUEUE, Delivery, Disposition, dead_letter
+from worker.bus.delivery import (
+    ACK,
+    HANDOVER_HEADER,
+    REQUEUE,
+    Delivery,
+    Disposition,
+    dead_letter,
+)
 from worker.bus.publisher import PublishFailed
 from worker.handlers import CONTROL_LANES, HANDLERS
 from worker.handlers.context import CommandContext, Rejected, Services
@@ -77,6 +84,10 @@ class Dispatcher:
     async def handle(self, delivery: Delivery) -> Disposition:
         metrics = self._services.metrics
         received = time.monotonic()
+        if HANDOVER_HEADER in delivery.headers:
+            if self._before_partition is not None:
+                await self._before_partition(delivery.partition)
+            return ACK
         try:
             command = decode_command(
                 delivery.body,

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 from contracts.common import SessionState
-from worker.bus.state_stream import StateStream
+from contracts.topology import partition_queue
+from worker.bus.publisher import Publisher, PublishFailed
+from worker.bus.state_stream import Record, StateStream
 from worker.handlers.context import Services
 from worker.heygen.errors import HeyGenError
 from worker.sessions.session import Session
@@ -17,15 +20,25 @@ from worker.sessions.snapshot import SessionSnapshot
 
 log = logging.getLogger(__name__)
 
+DRAINING = "draining"
+RELEASED = "released"
+
 
 class Handover:
     def __init__(
-        self, services: Services, stream: StateStream, worker_id: str, *, refresh_s: float
+        self,
+        services: Services,
+        stream: StateStream,
+        worker_id: str,
+        *,
+        refresh_s: float,
+        drain_wait_s: float,
     ) -> None:
         self._services = services
         self._stream = stream
         self._worker_id = worker_id
         self._refresh_s = refresh_s
+        self._drain_wait_s = drain_wait_s
         self._adopted: set[int] = set()
         self._locks: dict[int, asyncio.Lock] = {}
 
@@ -59,13 +72,48 @@ class Handover:
         for partition in list(self._adopted):
             self.release(partition)
 
-    async def _adopt(self, partition: int) -> None:
+    async def announce_draining(self) -> None:
+        """Before cancelling consumers: the next owners will wait for `announce_released`."""
+        for partition in sorted(self._adopted):
+            with contextlib.suppress(PublishFailed):
+                await self._stream.mark(partition, DRAINING, self._worker_id)
+
+    async def announce_released(self, publisher: Publisher) -> None:
+        """In-flight commands are done: the next owners may go ahead, and are woken up."""
+        for partition in sorted(self._adopted):
+            with contextlib.suppress(PublishFailed):
+                await self._stream.mark(partition, RELEASED, self._worker_id)
+                await publisher.wake_partition(partition_queue(partition), self._worker_id)
+
+    async def _read_after_release(self, partition: int) -> list[Record]:
+        """The partition's records, once a draining previous owner has released it.
+
+        Without this wait the next command of a session could run here while the previous
+        owner still finishes the one before it. A crashed owner leaves no "draining" record:
+        the broker requeued its unfinished commands, and nothing needs waiting for.
+        """
         # Every live session is re-snapshotted at least every refresh, so two of them is enough.
         since = datetime.now(UTC) - timedelta(seconds=2 * self._refresh_s + 60)
+        give_up = time.monotonic() + self._drain_wait_s
+        while True:
+            records = await self._stream.read(partition, since)
+            marks = [(r.ownership, r.timestamp) for r in records if r.ownership is not None]
+            if not marks or time.monotonic() >= give_up:
+                return records
+            (state, worker), at = marks[-1]
+            fresh = at is not None and datetime.now(UTC) - at < timedelta(
+                seconds=self._drain_wait_s
+            )
+            if state != DRAINING or worker == self._worker_id or not fresh:
+                return records
+            await asyncio.sleep(0.2)
+
+    async def _adopt(self, partition: int) -> None:
         latest: dict[str, SessionSnapshot] = {}
-        for body in await self._stream.read(partition, since):
-            snapshot = SessionSnapshot.model_validate_json(body)
-            latest[snapshot.session_id] = snapshot  # the stream is in append order
+        for record in await self._read_after_release(partition):
+            if record.ownership is None and record.body:
+                snapshot = SessionSnapshot.model_validate_json(record.body)
+                latest[snapshot.session_id] = snapshot  # the stream is in append order
         adopted = 0
         for snapshot in latest.values():
             if self._services.registry.get(snapshot.session_id) is not None:
@@ -80,7 +128,7 @@ class Handover:
             self._services.registry.add(session, force=True)
             self._services.watch(session)
             adopted += 1
-        log.info("took over partition %d: %d live sessions", partition, adopted)
+        log.info("%s took over partition %d: %d live sessions", self._worker_id, partition, adopted)
 
     async def _finish_stop(self, snapshot: SessionSnapshot) -> None:
         """The previous owner died while stopping it: make sure HeyGen stops billing."""

@@ -20,7 +20,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from aiormq.exceptions import ChannelAccessRefused
 
-from contracts.client import publish_command
+from contracts.client import publish_command, subscribe_events
 from contracts.commands import SessionKeepalive
 from contracts.topology import EVENTS_EXCHANGE, partition_queue
 from tests.conftest import RABBIT_HOST, RABBIT_MGMT, RABBIT_PASSWORD, RABBIT_USER
@@ -136,6 +136,14 @@ async def test_worker_events_and_replies_reach_the_producers_own_queue(
     await worker_channel.default_exchange.publish(aio_pika.Message(b"reply"), inbox.name)
 
     assert await _consume(producer_channel, inbox.name, count=2) == [b"event", b"reply"]
+
+
+async def test_producer_subscribes_to_events_with_the_contracts_client(
+    connections: tuple[AbstractRobustConnection, AbstractRobustConnection],
+) -> None:
+    _, producer = connections
+    async with subscribe_events(await producer.channel(), session_id="session-1"):
+        pass
 
 
 async def test_producer_cannot_touch_the_workers_resources(

@@ -1,5 +1,8 @@
 """Integration harness: a real RabbitMQ vhost, the HeyGen simulator and an in-process worker."""
 
+# Every wait here is bounded by a `timeout` argument on purpose: tests must never hang.
+# ruff: noqa: ASYNC109
+
 from __future__ import annotations
 
 import asyncio
@@ -54,6 +57,12 @@ def terminal_types(command: CommandBase) -> set[str]:
     return TERMINAL.get(command.type, set()) | ALWAYS_TERMINAL
 
 
+def answer_to(command: CommandBase, types: set[str] | None = None) -> Callable[[Event], bool]:
+    """Matches the events of `types` (default: the terminal ones) caused by `command`."""
+    wanted = terminal_types(command) if types is None else types
+    return lambda e: e.causation_id == command.command_id and e.type in wanted
+
+
 def create(session_id: str, **kw: Any) -> SessionCreate:
     return SessionCreate(session_id=session_id, avatar_id=AVATAR, **kw)
 
@@ -90,13 +99,7 @@ class EventTap:
 
     async def answers(self, commands: Sequence[CommandBase], timeout: float = 10) -> list[Event]:
         """The terminal event of each command, in the commands' order."""
-        return [
-            await self.wait_for(
-                lambda e, c=c: e.causation_id == c.command_id and e.type in terminal_types(c),  # type: ignore[misc]
-                timeout,
-            )
-            for c in commands
-        ]
+        return [await self.wait_for(answer_to(c), timeout) for c in commands]
 
     def of(self, session_id: str) -> list[Event]:
         return [e for e in self.events if e.session_id == session_id]
@@ -136,10 +139,7 @@ class Producer:
     async def call(self, command: CommandBase, timeout: float = 10) -> Event:
         """Publish and wait for the command's terminal event."""
         await self.send(command)
-        wanted = terminal_types(command)
-        return await self.tap.wait_for(
-            lambda e: e.causation_id == command.command_id and e.type in wanted, timeout
-        )
+        return await self.tap.wait_for(answer_to(command), timeout)
 
     async def open_session(self, session_id: str, **kw: Any) -> SessionCreated:
         """Create a v2 session and wait until it is ready; returns its session.created."""

@@ -39,7 +39,10 @@ async def connection(amqp_url: str) -> AsyncIterator[AbstractRobustConnection]:
 
 @pytest.fixture
 async def channel(connection: AbstractRobustConnection) -> AbstractChannel:
-    return await connection.channel()
+    channel = await connection.channel()
+    # What the worker declares at start: subscribers only look the exchange up.
+    await channel.declare_exchange(EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+    return channel
 
 
 async def _partition(channel: AbstractChannel) -> aio_pika.abc.AbstractQueue:

@@ -21,8 +21,8 @@ FAST = {"ownership_poll_s": 0.2, "keepalive_interval_s": 0.5}
 
 @pytest.fixture
 async def simulator() -> AsyncIterator[RunningSimulator]:
-    # HeyGen closes a session left alone for 2 s: only keep-alives of the new owner save them.
-    async with running_simulator(port=0, idle_timeout_override_s=2) as sim:
+    # HeyGen closes a session left alone for 3 s: only keep-alives of the new owner save them.
+    async with running_simulator(port=0, idle_timeout_override_s=3) as sim:
         yield sim
 
 
@@ -50,7 +50,7 @@ async def test_sessions_survive_the_owner_going_away(
             await asyncio.sleep(0.1)
         assert {s.session_id for s in standby.services.registry} == set(SESSIONS)
 
-        await asyncio.sleep(3)  # longer than HeyGen's idle timeout
+        await asyncio.sleep(4)  # longer than HeyGen's idle timeout
         stats = await simulator.admin.stats()
         for event in producer.tap.events:
             if isinstance(event, SessionCreated):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,15 +16,17 @@ from contracts.commands import (
     SessionInterrupt,
     SessionKeepalive,
     SessionsFilter,
-    SessionSpeak,
     SessionsList,
+    SessionSpeak,
     SessionStart,
     SessionStop,
 )
 from contracts.common import SpeechFinishSource, TaskMode, TaskType
 from contracts.events import (
+    CommandCompleted,
     CommandRejected,
     SessionCreated,
+    SessionReady,
     SessionsListed,
     SessionStopped,
     SpeechFinished,
@@ -32,6 +36,7 @@ from simulator.server import RunningSimulator
 from tests.integration.conftest import (
     HttpLog,
     Producer,
+    answer_to,
     assert_seq_contiguous,
     create,
     drained,
@@ -49,10 +54,14 @@ async def test_create_speak_stop(producer: Producer) -> None:
     ready = await producer.call(create("s1"))
     assert ready.type == "session.ready"
     created = next(e for e in producer.tap.of("s1") if isinstance(e, SessionCreated))
-    assert created.url and created.access_token and created.heygen_session_id
+    assert created.url
+    assert created.access_token
+    assert created.heygen_session_id
     started = await producer.call(SessionSpeak(session_id="s1", text="Hello there, how are you?"))
     assert isinstance(started, SpeechStarted)
-    assert started.task_id and started.duration_ms and started.duration_ms > 0
+    assert started.task_id
+    assert started.duration_ms
+    assert started.duration_ms > 0
     done = await producer.call(SessionKeepalive(session_id="s1"))
     assert done.type == "command.completed"
     stopped = await producer.call(SessionStop(session_id="s1", reason="bye"))
@@ -74,17 +83,21 @@ async def test_create_v2_carries_connection_details_and_common_fields(
     assert isinstance(created, SessionCreated)
     assert ready_again is ready
     assert created.version == "v2"
-    assert created.url and created.url.startswith("wss://")
-    assert created.access_token and created.realtime_endpoint
+    assert created.url
+    assert created.url.startswith("wss://")
+    assert created.access_token
+    assert created.realtime_endpoint
     assert created.sdp is None
     stats = await simulator.admin.stats()
     assert stats.sessions[created.heygen_session_id].status == "connected"
-    assert ready.heygen_session_id == created.heygen_session_id  # type: ignore[union-attr]
+    assert isinstance(ready, SessionReady)
+    assert ready.heygen_session_id == created.heygen_session_id
     for event in (created, ready):
         assert event.causation_id == command.command_id
         assert event.correlation_id == "corr-v2"
         assert event.worker_id == worker.settings.worker_id
-        assert event.event_id and event.occurred_at.tzinfo is not None
+        assert event.event_id
+        assert event.occurred_at.tzinfo is not None
     assert [created.seq, ready.seq] == [1, 2]
 
 
@@ -94,11 +107,18 @@ async def test_create_v1_offer_answer_and_ice(
     created = await producer.call(create("v1-a", version="v1"))
     assert isinstance(created, SessionCreated), created
     assert created.version == "v1"
-    assert created.sdp is not None and created.sdp.type == "offer" and created.sdp.sdp
-    assert created.ice_servers and created.ice_servers[0].urls
+    assert created.sdp is not None
+    assert created.sdp.type == "offer"
+    assert created.sdp.sdp
+    assert created.ice_servers
+    assert created.ice_servers[0].urls
     assert created.access_token is None
     heygen_id = created.heygen_session_id
     assert (await simulator.admin.stats()).sessions[heygen_id].status == "new"
+    # Not started yet: speech is refused with a code a program can act on.
+    early = await producer.call(SessionSpeak(session_id="v1-a", text="too early"))
+    assert isinstance(early, CommandRejected)
+    assert early.code == "wrong_state"
 
     ready = await producer.call(
         SessionStart(session_id="v1-a", sdp=Sdp(sdp="v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"))
@@ -131,17 +151,18 @@ async def test_speak(
     command = SessionSpeak(session_id="talker", text=text, task_type=task_type, task_mode=task_mode)
     started = await producer.call(command)
     assert isinstance(started, SpeechStarted), started
-    assert started.task_id and started.duration_ms == pytest.approx(6 * WORD_S * 1000)
+    assert started.task_id
+    assert started.duration_ms is not None
+    assert started.duration_ms == pytest.approx(6 * WORD_S * 1000)
     assert (started.task_type, started.task_mode, started.characters) == (
         task_type,
         task_mode,
         len(text),
     )
-    finished = await producer.tap.wait_for(
-        lambda e: isinstance(e, SpeechFinished) and e.causation_id == command.command_id
-    )
+    finished = await producer.tap.wait_for(answer_to(command, {"speech.finished"}))
     assert isinstance(finished, SpeechFinished)
-    assert finished.task_id == started.task_id and not finished.interrupted
+    assert finished.task_id == started.task_id
+    assert not finished.interrupted
     speech_s = started.duration_ms / 1000
     gap = (finished.occurred_at - started.occurred_at).total_seconds()
     waited = (started.occurred_at - command.sent_at).total_seconds()
@@ -161,17 +182,30 @@ async def test_speak(
 
 
 async def test_interrupt_and_keepalive(producer: Producer, simulator: RunningSimulator) -> None:
+    await simulator.admin.configure(words_per_minute=WORDS_PER_MINUTE)
     created = await producer.open_session("ctl")
-    await producer.call(SessionSpeak(session_id="ctl", text="a few words to say " * 5))
+    cut = SessionSpeak(session_id="ctl", text=" ".join(["cut"] * 8))  # 0.4 s, async
+    cut_started = await producer.call(cut)
     interrupted = await producer.call(SessionInterrupt(session_id="ctl"))
     assert interrupted.type == "speech.interrupted"
+    # HeyGen's queue is dropped: the next speech is not estimated to end after the cut one.
+    after = SessionSpeak(session_id="ctl", text="two words")
+    after_started = await producer.call(after)
+    after_finished = await producer.tap.wait_for(answer_to(after, {"speech.finished"}))
+    gap = (after_finished.occurred_at - after_started.occurred_at).total_seconds()
+    assert gap < 4 * WORD_S
+    # Nor does the cut speech report an estimated finish once its time is up.
+    cut_end = cut_started.occurred_at.timestamp() + 8 * WORD_S + 0.1
+    await asyncio.sleep(max(0.0, cut_end - time.time()))
+    assert not [e for e in producer.tap.caused_by(cut) if e.type == "speech.finished"]
+
     done = await producer.call(SessionKeepalive(session_id="ctl"))
     assert done.type == "command.completed"
-    assert done.command_type == "session.keepalive"  # type: ignore[union-attr]
+    assert isinstance(done, CommandCompleted)
+    assert done.command_type == "session.keepalive"
     session = (await simulator.admin.stats()).sessions[created.heygen_session_id]
-    assert (session.interrupts, session.keep_alives, session.speaking) == (1, 1, False)
-    # The interrupt dropped HeyGen's queue: no estimated finish follows.
-    assert not [e for e in producer.tap.of("ctl") if e.type == "speech.finished"]
+    assert (session.interrupts, session.keep_alives) == (1, 1)
+    assert_seq_contiguous(producer.tap.events)
 
 
 async def test_stop_reports_usage(producer: Producer, simulator: RunningSimulator) -> None:
@@ -185,7 +219,8 @@ async def test_stop_reports_usage(producer: Producer, simulator: RunningSimulato
     assert (stopped.reason, stopped.detail) == ("requested", "done")
     assert stopped.heygen_session_id == created.heygen_session_id
     usage = stopped.usage
-    assert usage.tasks == 2 and usage.characters == sum(map(len, texts))
+    assert usage.tasks == 2
+    assert usage.characters == sum(map(len, texts))
     assert usage.billed_seconds >= 6 * WORD_S * 0.9
     assert usage.credits_estimate > 0
     assert usage.credits_estimate == pytest.approx(usage.billed_seconds / 60 * 0.2, abs=1e-4)
@@ -206,7 +241,8 @@ async def test_sessions_list_replies_to_reply_to(
         assert message.correlation_id == "corr-list"
         reply = reply_event(message)
         assert isinstance(reply, SessionsListed)
-        assert reply.correlation_id == "corr-list" and not reply.truncated
+        assert reply.correlation_id == "corr-list"
+        assert not reply.truncated
         listed = {s.session_id: s for s in reply.sessions}
         assert set(listed) == {"listed-1", "listed-2"}
         for info, created in ((listed["listed-1"], first), (listed["listed-2"], second)):
@@ -220,7 +256,8 @@ async def test_sessions_list_replies_to_reply_to(
         )
         await producer.send(only)
         filtered = reply_event(await inbox.next())
-        assert isinstance(filtered, SessionsListed) and filtered.causation_id == only.command_id
+        assert isinstance(filtered, SessionsListed)
+        assert filtered.causation_id == only.command_id
         assert [(s.session_id, s.heygen_status) for s in filtered.sessions] == [
             ("listed-2", "absent")
         ]
@@ -329,3 +366,21 @@ async def test_duplicate_commands_run_once_and_are_acked(
     # Acked, not merely held: nothing comes back when the worker lets go of its channels.
     await worker.shutdown()
     assert await partitions_depth(connection, worker.settings.partitions) == 0
+
+
+@pytest.mark.parametrize("worker_overrides", [{"heygen_timeout_s": 0.5}])
+async def test_sync_speak_may_outlast_the_http_timeout(
+    producer: Producer, simulator: RunningSimulator
+) -> None:
+    """A sync task answers when the speech ends, which can be long after any usual timeout."""
+    await simulator.admin.configure(words_per_minute=WORDS_PER_MINUTE)
+    await producer.open_session("slow")
+    speak = SessionSpeak(session_id="slow", text=" ".join(["word"] * 20), task_mode=TaskMode.SYNC)
+    started = await producer.call(speak)
+    assert isinstance(started, SpeechStarted), started
+    finished = await producer.tap.wait_for(
+        lambda e: e.causation_id == speak.command_id and e.type != "speech.started"
+    )
+    assert isinstance(finished, SpeechFinished)
+    assert finished.source is SpeechFinishSource.OBSERVED
+    assert (await simulator.admin.stats()).count("streaming.task") == 1

@@ -52,9 +52,10 @@ async def test_conflicting_queue_fails_start_with_advice(
     finally:
         await worker.shutdown()
     message = str(raised.value)
-    assert "avatar.commands.p0" in message
-    assert "WORKER_PARTITIONS" in message and "rabbitmqctl delete_queue" in message
-    assert "inequivalent arg" in message  # the broker's own words, without its stack
+    # Names the queue, quotes the broker's reason (without its stack) and says what to do.
+    assert "queue avatar.commands.p0 exists with different arguments" in message
+    assert "inequivalent arg" in message
+    assert "rabbitmqctl delete_queue avatar.commands.p0" in message
 
 
 async def test_conflicting_queue_exits_the_cli_with_one_line(
@@ -111,5 +112,6 @@ async def test_readiness_drops_when_the_drain_begins(
     # The drain let the in-flight sync speak finish and be acknowledged.
     finished = producer.tap.caused_by(speak)
     assert [e.type for e in finished] == ["speech.started", "speech.finished"]
-    assert isinstance(finished[-1], SpeechFinished) and not finished[-1].interrupted
+    assert isinstance(finished[-1], SpeechFinished)
+    assert not finished[-1].interrupted
     assert await partitions_depth(connection, worker.settings.partitions) == 0

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from contracts.commands import SessionInterrupt, SessionSpeak, SessionStop
 from contracts.common import TaskMode
 from contracts.events import CommandRejected, SessionStopped, SpeechFinished, SpeechStarted
 from simulator.server import RunningSimulator
-from tests.integration.conftest import HttpLog, Producer, assert_seq_contiguous
+from tests.integration.conftest import (
+    HttpLog,
+    Producer,
+    answer_to,
+    assert_seq_contiguous,
+    wait_until,
+)
 
 SESSIONS = 10
 PER_SESSION = 10
@@ -39,7 +46,7 @@ async def test_interleaved_commands_keep_per_session_order(
         sent = [x for x in http_log.of("streaming.task") if x.session_id == heygen_ids[sid]]
         # HeyGen got the texts in publish order, each only after the previous was answered.
         assert [x.body["text"] for x in sent] == [f"{sid} says number {n}" for n in range(10)]
-        assert all(a.ended <= b.started for a, b in zip(sent, sent[1:], strict=False))
+        assert all(a.ended <= b.started for a, b in itertools.pairwise(sent))
         started = [e for e in producer.tap.of(sid) if isinstance(e, SpeechStarted)]
         assert [e.correlation_id for e in started] == [f"{sid}/{n}" for n in range(10)]
     stats = await simulator.admin.stats()
@@ -51,9 +58,7 @@ async def test_interleaved_commands_keep_per_session_order(
     serial_s = len(commands) * TASK_LATENCY_MS / 1000
     assert elapsed < serial_s * 0.4, f"{elapsed:.2f}s for {len(commands)} commands"
     requests = http_log.of("streaming.task")
-    overlapping = sum(
-        1 for a in requests for b in requests if a.started < b.started < a.ended
-    )
+    overlapping = sum(1 for a in requests for b in requests if a.started < b.started < a.ended)
     assert overlapping > len(requests)
 
 
@@ -69,9 +74,7 @@ async def test_interrupt_cuts_a_long_sync_speak(
     interrupted = await producer.call(interrupt, timeout=5)
     assert interrupted.type == "speech.interrupted"
     assert time.monotonic() - began < 2, "the interrupt waited behind the speak"
-    finished = await producer.tap.wait_for(
-        lambda e: isinstance(e, SpeechFinished) and e.causation_id == speak.command_id, 5
-    )
+    finished = await producer.tap.wait_for(answer_to(speak, {"speech.finished"}), 5)
     assert isinstance(finished, SpeechFinished)
     assert finished.interrupted, finished
     assert finished.duration_ms == 40_000
@@ -80,9 +83,7 @@ async def test_interrupt_cuts_a_long_sync_speak(
     assert_seq_contiguous(producer.tap.events)
 
 
-async def test_stop_preempts_queued_speaks(
-    producer: Producer, simulator: RunningSimulator
-) -> None:
+async def test_stop_preempts_queued_speaks(producer: Producer, simulator: RunningSimulator) -> None:
     created = await producer.open_session("busy")
     running = SessionSpeak(session_id="busy", text=LONG_TEXT, task_mode=TaskMode.SYNC)
     queued = [SessionSpeak(session_id="busy", text=f"queued {n}") for n in range(3)]
@@ -135,7 +136,6 @@ async def test_stop_during_sync_speak_is_the_sessions_last_word(
 
 async def _speaking(simulator: RunningSimulator, heygen_id: str) -> None:
     """Until HeyGen is speaking for the session (the sync speak is running)."""
-    from tests.integration.conftest import wait_until
 
     async def speaking() -> bool:
         session = (await simulator.admin.stats(include_requests=False)).sessions[heygen_id]

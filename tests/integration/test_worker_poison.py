@@ -113,7 +113,10 @@ async def test_poison_is_dead_lettered_and_traffic_flows(
         assert all(isinstance(a, SpeechStarted) for a in answers), answers
         assert [x.body["text"] for x in http_log.of("streaming.task")] == [c.text for c in normal]
 
-        dead = {m.message_id: m for m in await take_messages(connection, DEAD_LETTER_QUEUE, len(POISONS))}
+        dead = {
+            m.message_id: m
+            for m in await take_messages(connection, DEAD_LETTER_QUEUE, len(POISONS))
+        }
         assert set(dead) == {p.name for p in POISONS}
         for poison in POISONS:
             message = dead[poison.name]

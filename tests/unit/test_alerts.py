@@ -25,6 +25,7 @@ REQUIRED_ALERTS = {
     "HeyGenWorkerNotReady",
     "PartitionWithoutConsumer",
     "DeadLettersGrowing",
+    "DeadLetterQueueNotEmpty",
     "HeyGenErrorRateHigh",
     "HeyGenLatencyHigh",
     "KeepaliveFailures",

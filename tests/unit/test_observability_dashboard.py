@@ -104,6 +104,21 @@ def test_every_metric_exists_in_the_worker() -> None:
         assert names <= known, f"unknown metric in {expr!r}: {names - known}"
 
 
+def test_every_worker_family_has_a_panel() -> None:
+    """A new metric is not done until an on-call engineer can see it."""
+    registry = CollectorRegistry()
+    Metrics(registry)
+    used = set().union(*(metric_names(expr) for expr in dashboard_exprs()))
+    # Selectors name samples (foo_total, foo_bucket, foo_info), not families.
+    hidden = {
+        family.name
+        for family in registry.collect()
+        if family.name.startswith("heygen_worker_")
+        and not {sample.name for sample in family.samples} & used
+    }
+    assert hidden == set()
+
+
 def test_every_query_parses_as_promql() -> None:
     assert promql_errors(concrete(expr) for expr in dashboard_exprs()) == ""
 

@@ -6,21 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import socket
 from collections.abc import AsyncIterator
 from itertools import product
 
-import httpx
 import pytest
 import pytest_asyncio
-import yaml
 from prometheus_client import CollectorRegistry
 
-from tests.unit.observability_refs import ALERTS, concrete, dashboard_exprs, require_binary
+from tests.unit.observability_refs import (
+    Prometheus,
+    concrete,
+    dashboard_exprs,
+    running_prometheus,
+)
 from worker.observability import metrics as m
 from worker.observability.http import HealthServer
 
-SCRAPE_INTERVAL = "500ms"
 # One Prometheus (a few seconds to gather scrapes) serves every test of the module.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -65,15 +66,9 @@ def exercise(metrics: m.Metrics) -> None:
         metrics.bus_connected.labels(connection).set(1)
     metrics.partitions.set(8)
     metrics.partitions_owned.set(8)
+    metrics.dead_letter_queue_messages.set(2)
     metrics.max_sessions.set(100)
     metrics.commands_in_flight.set(2)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -102,65 +97,18 @@ async def worker_metrics() -> AsyncIterator[int]:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def prometheus(
     worker_metrics: int, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[httpx.AsyncClient]:
-    binary = require_binary("prometheus")
-    tmp_path = tmp_path_factory.mktemp("prometheus")
-    config = {
-        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
-        "rule_files": [str(ALERTS)],
-        "scrape_configs": [
-            {
-                "job_name": "heygen-worker",
-                "static_configs": [{"targets": [f"127.0.0.1:{worker_metrics}"]}],
-            }
-        ],
-    }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        binary,
-        f"--config.file={tmp_path / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--log.level=warn",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            await wait_for_samples(client, process)
-            yield client
-    finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), timeout=10)
+) -> AsyncIterator[Prometheus]:
+    directory = tmp_path_factory.mktemp("prometheus")
+    async with running_prometheus(f"127.0.0.1:{worker_metrics}", directory) as prometheus:
+        # Enough scrapes for rate(), and a rule evaluation after them.
+        await prometheus.wait_for('count_over_time(up{job="heygen-worker"}[1m]) >= 3')
+        yield prometheus
 
 
-async def wait_for_samples(client: httpx.AsyncClient, process: asyncio.subprocess.Process) -> None:
-    """Until Prometheus holds enough scrapes for rate() and the rules have run."""
-    for _ in range(150):
-        if process.returncode is not None:
-            assert process.stderr is not None
-            pytest.fail(f"prometheus exited: {(await process.stderr.read()).decode()[-2000:]}")
-        with contextlib.suppress(httpx.TransportError):
-            ready = (await client.get("/-/ready")).status_code == 200
-            query = 'count_over_time(up{job="heygen-worker"}[1m]) >= 3'
-            if ready and await instant(client, query):
-                return
-        await asyncio.sleep(0.1)
-    pytest.fail("prometheus did not scrape the worker in time")
-
-
-async def instant(client: httpx.AsyncClient, query: str) -> list[float]:
-    response = await client.get("/api/v1/query", params={"query": query})
-    body = response.json()
-    assert body["status"] == "success", (query, body)
-    return [float(sample["value"][1]) for sample in body["data"]["result"]]
-
-
-async def test_every_dashboard_query_returns_data(prometheus: httpx.AsyncClient) -> None:
+async def test_every_dashboard_query_returns_data(prometheus: Prometheus) -> None:
     empty, not_finite = [], []
     for expr in dashboard_exprs():
-        values = await instant(prometheus, concrete(expr))
+        values = await prometheus.instant(concrete(expr))
         if not values:
             empty.append(expr)
         elif not any(math.isfinite(value) for value in values):
@@ -169,9 +117,8 @@ async def test_every_dashboard_query_returns_data(prometheus: httpx.AsyncClient)
     assert not_finite == []
 
 
-async def test_every_rule_evaluates(prometheus: httpx.AsyncClient) -> None:
-    body = (await prometheus.get("/api/v1/rules")).json()
-    rules = [rule for group in body["data"]["groups"] for rule in group["rules"]]
+async def test_every_rule_evaluates(prometheus: Prometheus) -> None:
+    rules = await prometheus.rules()
     assert rules
     assert [(rule["name"], rule.get("lastError")) for rule in rules if rule["health"] != "ok"] == []
-    assert await instant(prometheus, "heygen_worker:credits_per_hour") != []
+    assert await prometheus.instant("heygen_worker:credits_per_hour") != []

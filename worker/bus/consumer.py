@@ -34,6 +34,7 @@ class Consumer:
         prefetch: int,
         worker_id: str,
         on_dead_letter: Callable[[str], None] | None = None,
+        on_partition_lost: Callable[[int], None] | None = None,
     ) -> None:
         self._connection = connection
         self._publisher = publisher
@@ -42,6 +43,7 @@ class Consumer:
         self._prefetch = prefetch
         self._worker_id = worker_id
         self._on_dead_letter = on_dead_letter
+        self._on_partition_lost = on_partition_lost
         self._channels: dict[int, AbstractChannel] = {}
         self._consumers: dict[int, tuple[AbstractQueue, str]] = {}
 
@@ -52,8 +54,15 @@ class Consumer:
             await channel.set_qos(prefetch_count=self._prefetch)
             queue = await channel.get_queue(partition_queue(index), ensure=False)
             tag = await queue.consume(partial(self._on_message, index))
+            if self._on_partition_lost is not None:
+                # A closed channel drops our place: the broker may make another replica active.
+                channel.close_callbacks.add(partial(self._lost, index))
             self._channels[index] = channel
             self._consumers[index] = (queue, tag)
+
+    def _lost(self, partition: int, *_: object) -> None:
+        if self._on_partition_lost is not None:
+            self._on_partition_lost(partition)
 
     async def stop_consuming(self) -> None:
         """Cancel the consumers so partitions go to another replica; channels stay open for acks."""

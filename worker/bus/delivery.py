@@ -7,6 +7,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+# Marks the wake-up message a replica leaves in a partition queue it releases, so the next
+# owner hears about the handover from a delivery instead of polling for it.
+HANDOVER_HEADER = "x-handover-from"
+
 
 @dataclass(frozen=True)
 class Delivery:

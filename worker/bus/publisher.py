@@ -11,6 +11,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 from contracts.codec import AmqpEnvelope
 from contracts.topology import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE
+from worker.bus.delivery import HANDOVER_HEADER
 
 
 class PublishFailed(RuntimeError):
@@ -47,6 +48,13 @@ class Publisher:
     async def publish_reply(self, envelope: AmqpEnvelope, reply_to: str) -> None:
         assert self._channel is not None, "Publisher.start() first"
         await self._publish(self._channel.default_exchange, envelope, reply_to)
+
+    async def wake_partition(self, queue: str, worker_id: str) -> None:
+        """Leave a handover message in a released partition queue for its next owner."""
+        envelope = AmqpEnvelope(
+            body=b"", properties={"delivery_mode": 2, "headers": {HANDOVER_HEADER: worker_id}}
+        )
+        await self.publish_reply(envelope, queue)
 
     async def dead_letter(
         self, body: bytes, properties: Mapping[str, Any], headers: Mapping[str, Any]

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
@@ -16,7 +19,24 @@ from worker.bus.publisher import Publisher
 STATE_STREAM = "avatar.sessions.state"
 PARTITION_HEADER = "x-partition"
 MARKER_HEADER = "x-read-marker"
+# Ownership records: a draining owner says so before cancelling its consumer, and says
+# "released" once its in-flight commands are done; the next owner waits for that.
+OWNERSHIP_HEADER = "x-ownership"
+WORKER_HEADER = "x-worker"
 READ_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Record:
+    body: bytes
+    headers: Mapping[str, Any]
+    timestamp: datetime | None
+
+    @property
+    def ownership(self) -> tuple[str, str] | None:
+        """(state, worker) of an ownership record; None for a snapshot."""
+        state = self.headers.get(OWNERSHIP_HEADER)
+        return (str(state), str(self.headers.get(WORKER_HEADER))) if state else None
 
 
 def stream_arguments(max_age: str) -> dict[str, aio_pika.abc.FieldValue]:
@@ -30,18 +50,31 @@ class StateStream:
 
     async def append(self, partition: int, body: bytes) -> None:
         """Append one snapshot, confirmed by the broker."""
+        await self._append(body, {PARTITION_HEADER: partition})
+
+    async def mark(self, partition: int, ownership: str, worker_id: str) -> None:
+        """Append an ownership record ("draining", "released") for `partition`."""
+        headers: dict[str, aio_pika.abc.FieldValue] = {
+            PARTITION_HEADER: partition,
+            OWNERSHIP_HEADER: ownership,
+            WORKER_HEADER: worker_id,
+        }
+        await self._append(b"", headers)
+
+    async def _append(self, body: bytes, headers: dict[str, aio_pika.abc.FieldValue]) -> None:
         envelope = AmqpEnvelope(
             body=body,
             properties={
                 "content_type": "application/json",
                 "delivery_mode": 2,
-                "headers": {PARTITION_HEADER: partition},
+                "headers": headers,
+                "timestamp": datetime.now(UTC),
             },
         )
         await self._publisher.publish_reply(envelope, STATE_STREAM)
 
-    async def read(self, partition: int, since: datetime) -> list[bytes]:
-        """Every snapshot of `partition` appended since `since`, oldest first.
+    async def read(self, partition: int, since: datetime) -> list[Record]:
+        """Every record of `partition` appended since `since`, oldest first.
 
         A stream has no "end": a marker is appended first and the read stops when it comes by.
         """
@@ -49,15 +82,15 @@ class StateStream:
         await self._publisher.publish_reply(
             AmqpEnvelope(body=b"", properties={"headers": {MARKER_HEADER: marker}}), STATE_STREAM
         )
-        bodies: list[bytes] = []
+        records: list[Record] = []
         done = asyncio.Event()
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             headers = message.headers or {}
             if headers.get(MARKER_HEADER) == marker:
                 done.set()
-            elif headers.get(PARTITION_HEADER) == partition and message.body:
-                bodies.append(message.body)
+            elif headers.get(PARTITION_HEADER) == partition:
+                records.append(Record(message.body, headers, message.timestamp))
             await message.ack()
 
         channel = await self._connection.channel(publisher_confirms=False)
@@ -68,4 +101,4 @@ class StateStream:
             await asyncio.wait_for(done.wait(), READ_TIMEOUT_S)
         finally:
             await channel.close()
-        return bodies
+        return records

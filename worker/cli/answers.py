@@ -40,7 +40,7 @@ def terminal_types(command: CommandBase) -> frozenset[str]:
     return FAILURES | {done}
 
 
-async def wait_for_answer(
+async def _first_answer(
     events: AsyncIterator[Event],
     command: CommandBase,
     on_event: Callable[[Event], None],
@@ -91,7 +91,7 @@ async def await_answer(
     """The command's terminal event; CliError with ExitCode.TIMEOUT after `wait` s."""
     try:
         async with asyncio.timeout(wait):
-            return await wait_for_answer(events, command, on_event)
+            return await _first_answer(events, command, on_event)
     except TimeoutError:
         raise CliError(
             f"no answer to {command.type} {command.command_id} within {wait:g} s "

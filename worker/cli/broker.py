@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -42,10 +43,27 @@ async def connect(url: str, timeout: float) -> AsyncIterator[AbstractConnection]
         )
     except (TimeoutError, aiormq.exceptions.AMQPError, OSError) as exc:
         raise CliError(f"cannot connect to {redact(url)}: {_connect_reason(exc)}") from None
+    # A plain connection that the broker closes leaves consumers waiting forever: cancel the
+    # command instead, so a tail does not sit silently on a dead connection.
+    task = asyncio.current_task()
+    lost: list[BaseException] = []
+
+    def on_close(_sender: object, exc: BaseException | None = None) -> None:
+        if exc is not None and task is not None:
+            lost.append(exc)
+            task.cancel()
+
+    connection.close_callbacks.add(on_close)
     try:
         with broker_errors():
             yield connection
+    except asyncio.CancelledError:
+        if not lost or task is None:
+            raise
+        task.uncancel()
+        raise CliError(f"lost the connection to RabbitMQ: {_broker_text(lost[0])}") from None
     finally:
+        connection.close_callbacks.discard(on_close)
         await connection.close()
 
 

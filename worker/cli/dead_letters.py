@@ -147,7 +147,8 @@ async def run_requeue(args: argparse.Namespace, out: TextIO) -> int:
                 await message.ack()  # only now: the copy is confirmed
                 held.settled.add(index)
                 requeued += 1
-                line = {"requeued": message.message_id, "type": message.type, "routing_key": key}
+                summary = describe(message)
+                line = {"requeued": message.message_id, "type": summary["type"], "routing_key": key}
                 write_line(out, json.dumps(line))
     missing = wanted - {m.message_id for m in held.messages}
     for message_id in sorted(missing):
@@ -166,8 +167,8 @@ async def run_purge(args: argparse.Namespace, out: TextIO) -> int:
                 f"this deletes {count} dead-lettered commands; add --yes to confirm",
                 ExitCode.USAGE,
             )
-        await queue.purge()
-    write_line(out, json.dumps({"purged": count}))
+        purged = await queue.purge()
+    write_line(out, json.dumps({"purged": purged.message_count}))
     return ExitCode.OK
 
 
@@ -213,9 +214,11 @@ def describe(message: AbstractIncomingMessage) -> dict[str, Any]:
     """What an operator needs to decide: why, where from, and the command itself."""
     headers = message.headers or {}
     death = _first_death(headers)
+    body = _body(message.body)
+    command = body.get("command")
     return {
         "message_id": message.message_id,
-        "type": message.type,
+        "type": message.type or (_text(command.get("type")) if isinstance(command, dict) else None),
         "reason": _text(headers.get("x-dead-letter-reason"))
         or _text(headers.get("x-first-death-reason"))
         or _text(death.get("reason")),
@@ -224,7 +227,7 @@ def describe(message: AbstractIncomingMessage) -> dict[str, Any]:
         "original_queue": _text(headers.get("x-original-queue")) or _text(death.get("queue")),
         "dead_lettered_by": _text(headers.get("x-dead-lettered-by")),
         "timestamp": message.timestamp.isoformat() if message.timestamp else None,
-        **_body(message.body),
+        **body,
     }
 
 

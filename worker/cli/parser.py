@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run and operate the HeyGen streaming worker: the worker itself, the HeyGen "
         "simulator, and tools that publish commands and read events over RabbitMQ.",
         epilog="Exit status: 0 ok, 1 command rejected or failed, 2 usage or configuration "
-        "error, 3 broker unavailable, 4 no answer in time, 130 interrupted.",
+        "error, 3 broker (or a port) unavailable, 4 no answer in time, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     # Options every networked tool shares, given after the subcommand's name.

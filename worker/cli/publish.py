@@ -129,13 +129,7 @@ async def run_publish(args: argparse.Namespace, out: TextIO) -> int:
                 if event.causation_id == command.command_id:
                     write_line(out, event_json(event))
 
-            try:
-                answer = await await_answer(events, command, wait=args.wait, on_event=show)
-            except CliError as exc:
-                if exc.code is not ExitCode.TIMEOUT:
-                    raise
-                note(str(exc))
-                return ExitCode.TIMEOUT
+            answer = await await_answer(events, command, wait=args.wait, on_event=show)
     return ExitCode.FAILED if is_failure(answer) else ExitCode.OK
 
 

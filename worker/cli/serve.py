@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-import aiormq
 from pydantic import SecretStr, ValidationError
 
-from worker.bus.topology import TopologyError
-from worker.cli.broker import redact
 from worker.cli.errors import CliError, ExitCode
+from worker.heygen.credentials import ApiKeyError
 from worker.settings import WorkerSettings
 
 
@@ -48,17 +46,22 @@ def run_worker_command(args: argparse.Namespace) -> int:
         raise CliError(f"invalid configuration: {problems}", ExitCode.USAGE) from None
     try:
         run_worker(settings)
-    except TopologyError as exc:
-        raise CliError(str(exc)) from None
-    except (aiormq.exceptions.AMQPError, OSError) as exc:
-        url = redact(settings.amqp_url.get_secret_value())
-        raise CliError(f"cannot connect to {url}: {exc}") from None
+    except ApiKeyError as exc:  # the message names the variable, never the key
+        raise CliError(f"invalid configuration: {exc}", ExitCode.USAGE) from None
+    except OSError as exc:
+        # run_worker reports broker and topology failures itself; this is the rest,
+        # e.g. METRICS_PORT or SIMULATOR_PORT already in use.
+        raise CliError(f"cannot start the worker: {exc}") from None
     return ExitCode.OK
 
 
 def run_simulator_command(args: argparse.Namespace) -> int:
     from simulator.__main__ import main as simulator_main
 
-    argv = [f"--{name}={value}" for name in ("host", "port") if (value := getattr(args, name))]
+    argv = [
+        f"--{name}={value}"
+        for name in ("host", "port")
+        if (value := getattr(args, name)) is not None
+    ]
     simulator_main(argv)
     return ExitCode.OK

@@ -1,0 +1,309 @@
+"""One trace from producer to worker to HeyGen to the events, and a full run whose logs, metrics
+and spans never show the API key or an access token (issue 5)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
+from typing import Any
+
+import httpx
+import pytest
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from contracts.codec import decode_event, encode_command
+from contracts.commands import CommandBase, SessionSpeak, SessionStop
+from contracts.common import TaskMode
+from contracts.events import CommandFailed, Event, SessionCreated, SessionReconnected
+from contracts.topology import EVENTS_EXCHANGE, command_routing_key
+from simulator.server import RunningSimulator
+from tests.integration.conftest import (
+    HttpLog,
+    Producer,
+    create,
+    tapped_producer,
+    wait_until,
+    worker_settings,
+)
+from worker.app import Worker
+from worker.heygen.transport import default_transport
+from worker.observability.logs import configure_logging
+from worker.observability.tracing import setup_tracing, shutdown_tracing
+from worker.observability.transport import endpoint_label
+
+# Distinctive, so a search of the output cannot miss it nor match by accident.
+API_KEY = "sk-obs-e2e-5f1d2c9a7b3e4d6f8a0b"
+PROPAGATOR = TraceContextTextMapPropagator()
+
+
+@pytest.fixture
+def simulator_overrides() -> dict[str, Any]:
+    return {"api_keys": [API_KEY], "words_per_minute": 6000}
+
+
+@pytest.fixture(autouse=True)
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    """Every span the in-process worker ends. Worker.start() calls setup_tracing(), which
+    would replace a provider set up here: it is made to install ours instead."""
+    exporter = InMemorySpanExporter()
+    monkeypatch.setattr("worker.app.setup_tracing", partial(setup_tracing, exporter=exporter))
+    yield exporter
+    shutdown_tracing()
+
+
+class HeaderLog(HttpLog):
+    """The worker's HeyGen traffic with each request's headers (the simulator keeps no headers)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        super().__init__(inner)
+        self.headers: list[tuple[str, httpx.Headers]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.headers.append((endpoint_label(request.url.path), request.headers.copy()))
+        return await super().handle_async_request(request)
+
+
+@pytest.fixture
+def http_log() -> HeaderLog:
+    return HeaderLog(default_transport(8))
+
+
+class RawEvents:
+    """Every message published to avatar.events, as it arrived (headers included)."""
+
+    def __init__(self) -> None:
+        self.messages: list[AbstractIncomingMessage] = []
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        self.messages.append(message)
+
+    def caused_by(self, command: CommandBase) -> list[tuple[Event, AbstractIncomingMessage]]:
+        decoded = [(decode_event(m.body, content_type=m.content_type), m) for m in self.messages]
+        return [(e, m) for e, m in decoded if e.causation_id == command.command_id]
+
+
+async def bind_raw_events(connection: AbstractRobustConnection) -> RawEvents:
+    channel = await connection.channel()
+    exchange = await channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
+    queue = await channel.declare_queue("", exclusive=True)
+    await queue.bind(exchange, routing_key="#")
+    raw = RawEvents()
+    await queue.consume(raw.on_message, no_ack=True)
+    return raw
+
+
+@pytest.fixture
+async def raw_events(connection: AbstractRobustConnection, worker: Worker) -> RawEvents:
+    return await bind_raw_events(connection)
+
+
+async def publish_traced(
+    producer: Producer, provider: TracerProvider, command: CommandBase
+) -> tuple[int, int]:
+    """Publish `command` inside a PRODUCER span of the producer's own tracer, its context in
+    the traceparent header; returns (trace id, span id) of that span."""
+    tracer = provider.get_tracer("producer")
+    with tracer.start_as_current_span(f"{command.type} publish", kind=SpanKind.PRODUCER) as span:
+        envelope = encode_command(command)
+        PROPAGATOR.inject(envelope.properties["headers"])
+        await producer.publish_raw(
+            envelope.body, command_routing_key(command), **envelope.properties
+        )
+    context = span.get_span_context()
+    return context.trace_id, context.span_id
+
+
+def traceparent(value: object) -> tuple[int, int]:
+    """(trace id, parent span id) of a W3C traceparent header (AMQP may give bytes)."""
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    version, trace_id, span_id, flags = text.split("-")
+    assert version == "00" and int(flags, 16) & 1, text  # sampled
+    return int(trace_id, 16), int(span_id, 16)
+
+
+def consumer_span(spans: InMemorySpanExporter, command: CommandBase) -> ReadableSpan | None:
+    return next(
+        (
+            span
+            for span in spans.get_finished_spans()
+            if span.kind is SpanKind.CONSUMER
+            and span.attributes is not None
+            and span.attributes.get("messaging.message.id") == command.command_id
+        ),
+        None,
+    )
+
+
+def span_id(span: ReadableSpan) -> int:
+    assert span.context is not None
+    return span.context.span_id
+
+
+async def test_one_trace_runs_producer_worker_heygen_events(
+    producer: Producer,
+    raw_events: RawEvents,
+    spans: InMemorySpanExporter,
+    http_log: HeaderLog,
+) -> None:
+    provider = TracerProvider()
+    commands = {
+        create("traced"): ["streaming.new", "streaming.start"],
+        SessionSpeak(session_id="traced", text="follow me", task_mode=TaskMode.SYNC): [
+            "streaming.task"
+        ],
+    }
+    for command, endpoints in commands.items():
+        trace_id, producer_span = await publish_traced(producer, provider, command)
+        (answer,) = await producer.tap.answers([command])
+        assert answer.type in {"session.ready", "speech.started"}, answer
+
+        await wait_until(lambda c=command: consumer_span(spans, c) is not None)  # type: ignore[misc]
+        consumer = consumer_span(spans, command)
+        assert consumer is not None and consumer.context is not None
+        assert consumer.context.trace_id == trace_id
+        assert consumer.parent is not None and consumer.parent.is_remote
+        assert consumer.parent.span_id == producer_span
+
+        # A CLIENT span per HeyGen request, children of the consumer span, in request order.
+        clients = [
+            span
+            for span in spans.get_finished_spans()
+            if span.kind is SpanKind.CLIENT
+            and span.parent is not None
+            and span.parent.span_id == span_id(consumer)
+        ]
+        assert [span.attributes and span.attributes["heygen.endpoint"] for span in clients] == (
+            endpoints
+        )
+        assert all(span.context and span.context.trace_id == trace_id for span in clients)
+
+        # Each request went out with its CLIENT span as the parent in traceparent.
+        sent = [
+            (endpoint, traceparent(headers["traceparent"]))
+            for endpoint, headers in http_log.headers
+            if "traceparent" in headers and traceparent(headers["traceparent"])[0] == trace_id
+        ]
+        assert sent == [
+            (e, (trace_id, span_id(s))) for e, s in zip(endpoints, clients, strict=True)
+        ]
+
+        # Every event of the command continues the trace from the consumer span.
+        await wait_until(lambda c=command: len(raw_events.caused_by(c)) >= 2)  # type: ignore[misc]
+        for event, message in raw_events.caused_by(command):
+            assert "traceparent" in message.headers, event.type
+            assert traceparent(message.headers["traceparent"]) == (trace_id, span_id(consumer))
+
+
+# --- secrets -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """The worker's JSON logs, as configured in production, at DEBUG (the most output)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging("DEBUG", stream)
+    yield stream
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+@contextlib.asynccontextmanager
+async def started(worker: Worker) -> AsyncIterator[Worker]:
+    try:
+        await worker.start()
+        yield worker
+    finally:
+        await worker.shutdown()
+
+
+async def scrape(worker: Worker) -> str:
+    assert worker.health is not None
+    async with httpx.AsyncClient() as http:
+        return (await http.get(f"http://127.0.0.1:{worker.health.port}/metrics")).text
+
+
+def log_records(output: str) -> list[dict[str, Any]]:
+    """The log lines, each of which must be one JSON object with the context fields."""
+    records = []
+    for line in output.splitlines():
+        record = json.loads(line)
+        assert isinstance(record, dict), line
+        assert {"level", "message", "session_id", "command_id", "trace_id"} <= set(record), line
+        records.append(record)
+    return records
+
+
+async def test_no_secret_in_logs_metrics_or_spans(
+    amqp_url: str,
+    simulator: RunningSimulator,
+    connection: AbstractRobustConnection,
+    http_log: HeaderLog,
+    spans: InMemorySpanExporter,
+    log_output: io.StringIO,
+) -> None:
+    worker = Worker(worker_settings(amqp_url, simulator), transport=http_log)
+    async with started(worker):
+        producer = await tapped_producer(connection)
+        raw = await bind_raw_events(connection)
+        create_command = create("secret")
+        created = await producer.call(create_command)
+        speak = SessionSpeak(session_id="secret", text="nothing to hide")
+        await producer.call(speak)
+        # A HeyGen error answer, then a session HeyGen closed: reconnected with a fresh token.
+        await simulator.admin.set_fault("streaming.task", status=500, count=1)
+        failed = await producer.call(SessionSpeak(session_id="secret", text="boom"))
+        assert isinstance(failed, CommandFailed) and failed.code == "server", failed
+        heygen_id = producer.tap.caused_by(create_command)[0].heygen_session_id  # type: ignore[attr-defined]
+        await simulator.admin.close_session(heygen_id)
+        failed = await producer.call(SessionSpeak(session_id="secret", text="anyone there"))
+        assert isinstance(failed, CommandFailed) and failed.code == "session_closed", failed
+        stop = SessionStop(session_id="secret")
+        assert (await producer.call(stop)).type == "session.stopped"
+        metrics = await scrape(worker)
+        await wait_until(lambda: len(raw.messages) == len(producer.tap.events))
+
+    connection_events = [
+        e for e in producer.tap.of("secret") if isinstance(e, SessionCreated | SessionReconnected)
+    ]
+    tokens = [e.access_token for e in connection_events]
+    assert len(tokens) == 2 and all(tokens) and len(set(tokens)) == 2, tokens
+    # Where the tokens belong: the events that hand the viewer the stream.
+    for message in raw.messages:
+        body = message.body.decode()
+        assert API_KEY not in body
+        if message.type not in {"session.created", "session.reconnected"}:
+            assert not any(token in body for token in tokens if token), message.type
+
+    output = log_output.getvalue()
+    span_dump = "\n".join(span.to_json() for span in spans.get_finished_spans())
+    for secret in [API_KEY, *tokens]:
+        assert secret
+        assert secret not in output
+        assert secret not in metrics
+        assert secret not in span_dump
+
+    # The lines logged while handling a command carry its ids and its trace.
+    records = log_records(output)
+    handled = [r for r in records if r["command_id"] is not None]
+    commands = [create_command, speak, stop]
+    for command in commands:
+        consumer = consumer_span(spans, command)
+        assert consumer is not None and consumer.context is not None
+        lines = [r for r in handled if r["command_id"] == command.command_id]
+        assert lines, command.type
+        for record in lines:
+            assert record["session_id"] == "secret"
+            assert record["trace_id"] == format(consumer.context.trace_id, "032x")
