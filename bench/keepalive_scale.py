@@ -68,6 +68,7 @@ class Fleet:
     events: Counter[str] = field(default_factory=Counter)
     settled: set[str] = field(default_factory=set)
     all_settled: asyncio.Event = field(default_factory=asyncio.Event)
+    last_progress: float = field(default_factory=time.monotonic)
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         # Routing key: "<event type>.<session id>"; session ids hold no dot.
@@ -88,6 +89,7 @@ class Fleet:
     def _settle(self, session_id: str) -> None:
         if session_id in self.published and session_id not in self.settled:
             self.settled.add(session_id)
+            self.last_progress = time.monotonic()
             self.slots.release()
             if len(self.settled) == self.expected:
                 self.all_settled.set()
@@ -221,8 +223,14 @@ async def _rig(params: Params, log_dir: Path) -> AsyncIterator[Rig]:
 
 
 async def _create_all(rig: Rig) -> None:
-    """Publish every session.create, at most `create_concurrency` unanswered at a time."""
+    """Publish every session.create, at most `create_concurrency` unanswered at a time.
+
+    Creates that get no answer at all stall it: after `stall_s` without one, the unanswered
+    are counted as failures and the benchmark goes on with the sessions it has.
+    """
     fleet = rig.fleet
+    stall_s = max(30.0, 3 * rig.params.interval_s)
+    fleet.last_progress = time.monotonic()
     ids = iter(f"bench-{i:06d}" for i in range(rig.params.sessions))
 
     async def publisher() -> None:
@@ -240,6 +248,10 @@ async def _create_all(rig: Rig) -> None:
             for task in publishers:
                 if task.done() and task.exception() is not None:
                     raise BenchmarkAborted("publishing failed") from task.exception()
+            if time.monotonic() - fleet.last_progress > stall_s:
+                for session_id in fleet.published.keys() - fleet.settled:
+                    fleet.failures[session_id] = f"no answer within {stall_s:g} s"
+                break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(fleet.all_settled.wait(), 1.0)
     finally:

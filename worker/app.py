@@ -24,13 +24,14 @@ from worker.bus.ownership import OwnershipProbe
 from worker.bus.publisher import Publisher
 from worker.bus.state_stream import StateStream
 from worker.bus.topology import TopologyError, TopologySpec, declare_topology
+from worker.cli.errors import ExitCode
 from worker.dispatch import Dispatcher
 from worker.events import EventEmitter
 from worker.handlers.context import Policy, Services
 from worker.handlers.lifecycle import end_session
 from worker.handover import Handover
 from worker.heygen.client import HeyGenClient
-from worker.heygen.credentials import FILE_VAR, KEY_VAR, load_api_key
+from worker.heygen.credentials import FILE_VAR, KEY_VAR, ApiKeyError, load_api_key
 from worker.heygen.retry import RetryPolicy
 from worker.heygen.transport import default_transport
 from worker.observability.http import HealthServer
@@ -263,10 +264,36 @@ class Worker:
                 self.metrics.partitions_owned.set(len(owned))
                 for partition in owned:
                     await self.handover.ensure(partition)
+                await self._rebalance(probe.replicas)
             depth = await probe.queue_depth(DEAD_LETTER_QUEUE)
             if depth is not None:
                 self.metrics.dead_letter_queue_messages.set(depth)
             await asyncio.sleep(self.settings.ownership_poll_s)
+
+    async def _rebalance(self, replicas: int) -> None:
+        """Hand one partition to another replica when this one owns more than its share.
+
+        RabbitMQ 3.10 ignores consumer priorities with single-active-consumer, so the first
+        replica started would otherwise keep every partition. Our own count is exact (it is
+        what we adopted); the replica count comes from the management API.
+        """
+        if self._draining or self._consumer is None or replicas < 2:
+            return
+        fair = -(-self.settings.partitions // replicas)
+        mine = sorted(self.handover.adopted)
+        if len(mine) <= fair:
+            return
+        partition = mine[-1]
+        log.info("handing partition %d over (own %d, fair share %d)", partition, len(mine), fair)
+        await self.handover.announce_draining([partition])
+        await self._consumer.pause(partition)
+        assert self.dispatcher is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.shutdown_grace_s):
+                await self.dispatcher.wait_partition_idle(partition)
+        await self.handover.announce_released([partition], self._publisher)
+        self.handover.release(partition)
+        await self._consumer.resume(partition)
 
     def readiness(self) -> tuple[bool, str]:
         if self._draining:
@@ -294,36 +321,40 @@ class Worker:
             await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop consuming, finish in-flight commands within the grace, requeue the rest."""
+        """Stop consuming, finish in-flight commands within the grace, requeue the rest, and
+        hand the partitions over (their sessions keep running unless configured otherwise)."""
+        if self._draining:
+            return
         self._draining = True
-        started = self._consumer is not None
-        if started:
-            await self.handover.announce_draining()
+        owned = set(self.handover.adopted) if self._consumer is not None else set()
         if self._consumer is not None:
+            await self.handover.announce_draining(owned)
             await self._consumer.stop_consuming()
         if self.dispatcher is not None:
-            try:
-                await asyncio.wait_for(self.dispatcher.wait_idle(), self.settings.shutdown_grace_s)
-            except TimeoutError:
-                cancelled = self.dispatcher.cancel_in_flight()
-                log.warning("drain grace over: requeueing %d unfinished commands", cancelled)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.dispatcher.wait_idle(), 5)
-        if started:
-            await self.handover.announce_released(self._publisher)
-        if self.services is not None and self.settings.stop_sessions_on_shutdown:
-            for session in self.services.registry:
-                with contextlib.suppress(Exception):
-                    await end_session(self.services, session, StopReason.SHUTDOWN, None)
-        if self._consumer is not None:
-            await self._consumer.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._drain(self.dispatcher)
         if self.services is not None:
-            for task in list(self.services.background):
+            if self.settings.stop_sessions_on_shutdown:
+                for session in self.services.registry:
+                    with contextlib.suppress(Exception):
+                        await end_session(self.services, session, StopReason.SHUTDOWN, None)
+            for task in [*self._tasks, *self.services.background]:
                 task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # Nothing of ours may emit for these sessions once the next owner takes over.
+            self.handover.release_all()
+        if self._consumer is not None:
+            await self.handover.announce_released(owned, self._publisher)
+            await self._consumer.close()
         await self._stack.aclose()
+
+    async def _drain(self, dispatcher: Dispatcher) -> None:
+        try:
+            await asyncio.wait_for(dispatcher.wait_idle(), self.settings.shutdown_grace_s)
+        except TimeoutError:
+            cancelled = dispatcher.cancel_in_flight()
+            log.warning("drain grace over: requeueing %d unfinished commands", cancelled)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(dispatcher.wait_idle(), 5)
 
 
 def _count_in_state(registry: Registry, state: SessionState) -> int:
@@ -337,9 +368,15 @@ def run_worker(settings: WorkerSettings | None = None) -> None:
         asyncio.run(Worker(settings).run())
     except TopologyError as exc:
         log.error("cannot declare the RabbitMQ topology: %s", exc)
-        raise SystemExit(2) from None
+        raise SystemExit(ExitCode.UNAVAILABLE) from None
     except (ConnectionError, aio_pika.exceptions.AMQPConnectionError) as exc:
         log.error("cannot connect to RabbitMQ (AMQP_URL): %s", exc)
-        raise SystemExit(2) from None
+        raise SystemExit(ExitCode.UNAVAILABLE) from None
+    except ApiKeyError as exc:
+        log.error("%s", exc)
+        raise SystemExit(ExitCode.USAGE) from None
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        raise SystemExit(ExitCode.UNAVAILABLE) from None
     finally:
         shutdown_tracing()  # flush spans the batch exporter still holds

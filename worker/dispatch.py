@@ -64,6 +64,8 @@ class Dispatcher:
         self._mailboxes = services.mailboxes
         self._finished = RecentIds(dedup_capacity)
         self._in_flight: dict[str, asyncio.Task[object] | None] = {}
+        self._in_flight_partition: dict[str, int] = {}
+        self._settled = asyncio.Condition()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -73,6 +75,13 @@ class Dispatcher:
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
+
+    async def wait_partition_idle(self, partition: int) -> None:
+        """Until no command of `partition` is running."""
+        async with self._settled:
+            await self._settled.wait_for(
+                lambda: partition not in self._in_flight_partition.values()
+            )
 
     def cancel_in_flight(self) -> int:
         """At the end of the drain grace: cancelled commands are requeued, never dropped."""
@@ -104,10 +113,13 @@ class Dispatcher:
         if self._before_partition is not None:
             # A partition new to this replica: its sessions are taken over first.
             await self._before_partition(delivery.partition)
+        if self._was_cut_short(command):
+            return await self._report_cut_short(command)
         if self._seen(command):
             metrics.commands_total.labels(type=kind, outcome="duplicate").inc()
             return ACK
         self._in_flight[command.command_id] = asyncio.current_task()
+        self._in_flight_partition[command.command_id] = delivery.partition
         self._idle.clear()
         metrics.commands_in_flight.inc()
         try:
@@ -118,6 +130,9 @@ class Dispatcher:
                 outcome, disposition = await self._execute(command, delivery)
         finally:
             del self._in_flight[command.command_id]
+            del self._in_flight_partition[command.command_id]
+            async with self._settled:
+                self._settled.notify_all()
             if not self._in_flight:
                 self._idle.set()
             metrics.commands_in_flight.dec()
@@ -135,6 +150,34 @@ class Dispatcher:
         session_id = _session_id(command)
         session = self._services.registry.get(session_id) if session_id else None
         return session is not None and command_id in session.recent_commands
+
+    def _was_cut_short(self, command: Command) -> bool:
+        """A previous owner started it (HeyGen may have acted) but died before any event."""
+        session_id = _session_id(command)
+        session = self._services.registry.get(session_id) if session_id else None
+        return (
+            session is not None
+            and session.pending_command == command.command_id
+            and command.command_id not in self._in_flight
+        )
+
+    async def _report_cut_short(self, command: Command) -> Disposition:
+        session = self._services.registry.get(_session_id(command) or "")
+        assert session is not None
+        try:
+            await self._report(
+                command,
+                CommandFailed,
+                code="interrupted",
+                message="the replica running it stopped mid-call; not repeated, as HeyGen may "
+                "already have acted on it",
+                retryable=False,
+            )
+        except PublishFailed:
+            return REQUEUE
+        self._services.metrics.commands_total.labels(type=command.type, outcome="failed").inc()
+        self._finished.add(command.command_id)
+        return ACK
 
     async def _execute(self, command: Command, delivery: Delivery) -> tuple[str, Disposition]:
         ctx = CommandContext(

@@ -57,6 +57,8 @@ class EventEmitter:
                 event = self._build(cls, session.seq + 1, session.session_id, cause, fields)
                 await self._publish(event)
                 session.seq += 1
+                if cause is not None:
+                    _record_answered(session, cause.command_id)
                 if self.after_session_event is not None:
                     await self.after_session_event(session)
         if cause is not None and cause.reply_to:
@@ -97,3 +99,11 @@ class EventEmitter:
             await self.reply(event, reply_to)
         except PublishFailed as exc:
             log.warning("copy of %s to reply_to %s failed: %s", event.type, reply_to, exc)
+
+
+def _record_answered(session: Session, command_id: str) -> None:
+    """The command has published an event: a redelivery of it is a duplicate, not a retry."""
+    if command_id not in session.recent_commands:
+        session.recent_commands.append(command_id)
+    if session.pending_command == command_id:
+        session.pending_command = None

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from contracts.common import SessionState
@@ -72,15 +73,15 @@ class Handover:
         for partition in list(self._adopted):
             self.release(partition)
 
-    async def announce_draining(self) -> None:
+    async def announce_draining(self, partitions: Iterable[int]) -> None:
         """Before cancelling consumers: the next owners will wait for `announce_released`."""
-        for partition in sorted(self._adopted):
+        for partition in sorted(partitions):
             with contextlib.suppress(PublishFailed):
                 await self._stream.mark(partition, DRAINING, self._worker_id)
 
-    async def announce_released(self, publisher: Publisher) -> None:
+    async def announce_released(self, partitions: Iterable[int], publisher: Publisher) -> None:
         """In-flight commands are done: the next owners may go ahead, and are woken up."""
-        for partition in sorted(self._adopted):
+        for partition in sorted(partitions):
             with contextlib.suppress(PublishFailed):
                 await self._stream.mark(partition, RELEASED, self._worker_id)
                 await publisher.wake_partition(partition_queue(partition), self._worker_id)

@@ -24,13 +24,19 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from contracts.client import publish_command
-from contracts.codec import decode_event
+from contracts.codec import decode_event, encode_event
 from contracts.commands import CommandBase, SessionCreate
 from contracts.common import StreamingVersion
-from contracts.events import Event, SessionCreated
-from contracts.topology import COMMANDS_EXCHANGE, EVENTS_EXCHANGE, partition_queue
+from contracts.events import CommandCompleted, Event, SessionCreated
+from contracts.topology import (
+    COMMANDS_EXCHANGE,
+    EVENTS_EXCHANGE,
+    event_routing_key,
+    partition_queue,
+)
 from simulator.server import RunningSimulator, running_simulator
 from worker.app import Worker
+from worker.bus.delivery import HANDOVER_HEADER
 from worker.heygen.transport import default_transport
 from worker.settings import WorkerSettings
 
@@ -141,6 +147,18 @@ class Producer:
         await self.send(command)
         return await self.tap.wait_for(answer_to(command), timeout)
 
+    async def settle(self, timeout: float = 10) -> None:
+        """Until every event published so far has reached the tap: a marker event published
+        now is queued behind them."""
+        marker = CommandCompleted(command_type="test.marker", worker_id="test-tap")
+        envelope = encode_event(marker)
+        exchange = await self.channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
+        await exchange.publish(
+            aio_pika.Message(envelope.body, **envelope.properties),
+            routing_key=event_routing_key(marker),
+        )
+        await self.tap.wait_for(lambda e: e.event_id == marker.event_id, timeout)
+
     async def open_session(self, session_id: str, **kw: Any) -> SessionCreated:
         """Create a v2 session and wait until it is ready; returns its session.created."""
         command = create(session_id, **kw)
@@ -191,6 +209,33 @@ async def queue_depth(connection: AbstractRobustConnection, name: str) -> int:
 
 async def partitions_depth(connection: AbstractRobustConnection, partitions: int) -> int:
     return sum([await queue_depth(connection, partition_queue(i)) for i in range(partitions)])
+
+
+async def leftover_commands(
+    connection: AbstractRobustConnection, partitions: int, timeout: float = 5
+) -> list[AbstractIncomingMessage]:
+    """Take what is left in the partition queues once no worker runs, except the wake-up
+    messages a released partition keeps for its next owner: commands that were not acked."""
+    left: list[AbstractIncomingMessage] = []
+    for index in range(partitions):
+        name = partition_queue(index)
+        expected = await queue_depth(connection, name)
+        if not expected:
+            continue
+        # Consumed, not fetched: basic.get is refused on single-active-consumer quorum queues.
+        channel = await connection.channel()
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+            async with asyncio.timeout(timeout), queue.iterator(no_ack=True) as messages:
+                async for message in messages:
+                    if HANDOVER_HEADER not in (message.headers or {}):
+                        left.append(message)
+                    expected -= 1
+                    if not expected:
+                        break
+        finally:
+            await channel.close()
+    return left
 
 
 async def wait_until(

@@ -4,6 +4,7 @@ exists, the key values moved, and a real Prometheus scraping it answers every da
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -33,6 +34,9 @@ from tests.unit.observability_refs import (
 )
 from worker.app import Worker
 
+# Broker-derived gauges lag: the management API refreshes queue statistics every 5 s and the
+# worker polls it every ownership_poll_s.
+SETTLE_S = 10
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 # Dashboard queries allowed to return no finite value after this traffic, and why. Empty now:
@@ -86,13 +90,15 @@ async def run_traffic(producer: Producer, simulator: RunningSimulator) -> None:
     assert (await producer.call(SessionStop(session_id="busy"))).type == "session.stopped"
 
 
-async def settled(worker: Worker, check: Callable[[Samples], bool], timeout: float = 10) -> Samples:
-    """The first scrape for which `check` holds, or the last one after `timeout` (the asserts
-    then say what is wrong). Broker-derived gauges lag: the management API refreshes queue
-    statistics every 5 s, and the worker polls it."""
-    deadline = time.monotonic() + timeout
-    while not check(samples := await scrape(worker)) and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+async def settled(worker: Worker, check: Callable[[Samples], bool]) -> Samples:
+    """The first scrape for which `check` holds, or the last one after SETTLE_S (the asserts
+    then say what is wrong)."""
+    samples = await scrape(worker)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(SETTLE_S):
+            while not check(samples):
+                await asyncio.sleep(0.1)
+                samples = await scrape(worker)
     return samples
 
 

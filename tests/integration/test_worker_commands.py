@@ -40,7 +40,7 @@ from tests.integration.conftest import (
     assert_seq_contiguous,
     create,
     drained,
-    partitions_depth,
+    leftover_commands,
     reply_event,
 )
 from worker.app import Worker
@@ -357,6 +357,7 @@ async def test_duplicate_commands_run_once_and_are_acked(
     await producer.tap.wait_for(lambda e: e.type == "speech.finished")
     await producer.send(speak)  # arrives after it finished (a redelivery)
     await drained(connection, worker)
+    await producer.settle()
 
     stats = await simulator.admin.stats()
     assert (stats.count("streaming.new"), stats.count("streaming.task")) == (1, 1)
@@ -365,7 +366,7 @@ async def test_duplicate_commands_run_once_and_are_acked(
     assert kinds == ["session.created", "session.ready", "speech.started", "speech.finished"]
     # Acked, not merely held: nothing comes back when the worker lets go of its channels.
     await worker.shutdown()
-    assert await partitions_depth(connection, worker.settings.partitions) == 0
+    assert await leftover_commands(connection, worker.settings.partitions) == []
 
 
 @pytest.mark.parametrize("worker_overrides", [{"heygen_timeout_s": 0.5}])

@@ -17,7 +17,7 @@ from contracts.topology import partition_queue
 from simulator.server import RunningSimulator
 from tests.integration.conftest import (
     Producer,
-    partitions_depth,
+    leftover_commands,
     wait_until,
     worker_process,
     worker_settings,
@@ -114,4 +114,4 @@ async def test_readiness_drops_when_the_drain_begins(
     assert [e.type for e in finished] == ["speech.started", "speech.finished"]
     assert isinstance(finished[-1], SpeechFinished)
     assert not finished[-1].interrupted
-    assert await partitions_depth(connection, worker.settings.partitions) == 0
+    assert await leftover_commands(connection, worker.settings.partitions) == []

@@ -125,6 +125,7 @@ async def test_poison_is_dead_lettered_and_traffic_flows(
             assert headers.get("x-dead-letter-detail"), poison.name
             assert message.body == poison.body, poison.name
 
+        await producer.settle()
         rejections = {
             e.correlation_id: e for e in producer.tap.events if isinstance(e, CommandRejected)
         }

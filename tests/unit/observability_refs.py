@@ -150,9 +150,9 @@ class Prometheus:
         body = (await self.client.get("/api/v1/rules")).json()
         return [rule for group in body["data"]["groups"] for rule in group["rules"]]
 
-    async def wait_for(self, query: str, timeout: float = 15) -> None:
+    async def wait_for(self, query: str, within: float = 15) -> None:
         """Until `query` returns a series (a filter such as `... >= 3`), Prometheus alive."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 if self._process.returncode is not None:
                     assert self._process.stderr is not None
@@ -164,9 +164,9 @@ class Prometheus:
                         return
                 await asyncio.sleep(0.1)
 
-    async def wait_for_scrape_after(self, moment: float, timeout: float = 15) -> None:
+    async def wait_for_scrape_after(self, moment: float) -> None:
         """Until Prometheus has scraped the worker after `moment` (a time.time())."""
-        await self.wait_for(f'timestamp(up{{job="{SCRAPE_JOB}"}}) > {moment}', timeout)
+        await self.wait_for(f'timestamp(up{{job="{SCRAPE_JOB}"}}) > {moment}')
 
 
 @contextlib.asynccontextmanager

@@ -108,3 +108,23 @@ async def test_cancelled_waiter_does_not_block_the_queue() -> None:
     assert "start 2" not in log
     assert log[-1] == "end 3"
     assert boxes.queued("s") == 0
+
+
+async def test_control_job_skips_a_waiter_cancelled_but_not_yet_cleaned_up() -> None:
+    boxes = Mailboxes()
+    log: list[str] = []
+    gate = asyncio.Event()
+    running = asyncio.create_task(boxes.run("s", SPEAK, recorder(log, "1", gate)))
+    doomed = asyncio.create_task(boxes.run("s", SPEAK, recorder(log, "2")))
+    await asyncio.sleep(0)
+    doomed.cancel()  # its future is cancelled now; the task cleans up only when it runs
+    stop = await boxes.run_control(
+        "s", "stop", recorder(log, "stop"), preempts={SPEAK}, overtakes={SPEAK}, reason="x"
+    )
+    assert stop == "stop"
+    gate.set()
+    await running
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    await boxes.run("s", SPEAK, recorder(log, "3"))
+    assert log[-1] == "end 3"

@@ -64,6 +64,19 @@ class Consumer:
         if self._on_partition_lost is not None:
             self._on_partition_lost(partition)
 
+    async def pause(self, partition: int) -> None:
+        """Cancel one partition's consumer: the broker activates the next replica's."""
+        queue, tag = self._consumers.pop(partition)
+        await queue.cancel(tag)
+
+    async def resume(self, partition: int) -> None:
+        """Register again on the same channel, at the back of the single-active-consumer line."""
+        queue = await self._channels[partition].get_queue(partition_queue(partition), ensure=False)
+        self._consumers[partition] = (
+            queue,
+            await queue.consume(partial(self._on_message, partition)),
+        )
+
     async def stop_consuming(self) -> None:
         """Cancel the consumers so partitions go to another replica; channels stay open for acks."""
         consumers, self._consumers = self._consumers, {}

@@ -12,7 +12,11 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
+from contracts.topology import partition_queue
+
 log = logging.getLogger(__name__)
+
+PARTITION_PREFIX = partition_queue(0)[:-1]
 
 
 def management_url_for(amqp_url: str) -> str:
@@ -47,6 +51,8 @@ class OwnershipProbe:
             transport=transport,
         )
         self._warned = False
+        # Connections consuming partition queues, as of the last `owned()`: the replica count.
+        self.replicas = 0
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -64,6 +70,13 @@ class OwnershipProbe:
                 self._warned = True
             return None
         active = {c.get("consumer_tag") for c in consumers if c.get("active")}
+        self.replicas = len(
+            {
+                c.get("channel_details", {}).get("connection_name")
+                for c in consumers
+                if str(c.get("queue", {}).get("name", "")).startswith(PARTITION_PREFIX)
+            }
+        )
         return {partition for partition, tag in tags.items() if tag in active}
 
     async def queue_depth(self, queue: str) -> int | None:

@@ -59,6 +59,12 @@ class Services:
     timers: Timers = field(default_factory=Timers)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
+    async def checkpoint(self, session: Session) -> None:
+        """Persist the session now (before a side effect that must not be repeated)."""
+        if self.emitter.after_session_event is not None:
+            async with session.emit_lock:
+                await self.emitter.after_session_event(session)
+
     def watch(self, session: Session) -> None:
         """Have the session pool look at this session now (it then keeps it scheduled)."""
         self.timers.schedule(session.session_id, time.monotonic())
@@ -97,7 +103,6 @@ class CommandContext:
             raise Rejected(
                 RejectCode.FORBIDDEN, f"session {session_id} belongs to another principal"
             )
-        session.recent_commands.append(self.command.command_id)
         return session
 
     def may_see(self, session: Session) -> bool:

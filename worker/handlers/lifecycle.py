@@ -84,7 +84,6 @@ async def create_session(cmd: SessionCreate, ctx: CommandContext) -> None:
         idle_timeout_s=cmd.idle_timeout_s or policy.idle_timeout_s,
         max_duration_s=cmd.max_duration_s or policy.max_duration_s,
     )
-    session.recent_commands.append(cmd.command_id)
     created = ctx.services.metrics.sessions_created_total
     try:
         registry.add(session)

@@ -26,6 +26,9 @@ async def speak(cmd: SessionSpeak, ctx: CommandContext) -> None:
     assert session.heygen_session_id is not None
     epoch = session.interrupt_epoch
     session.last_speech = time.monotonic()
+    # If this replica dies during the call, the next owner must not speak it a second time.
+    session.pending_command = cmd.command_id
+    await ctx.services.checkpoint(session)
     session.transition(SessionState.SPEAKING)
     try:
         result = await ctx.heygen.task(

@@ -67,6 +67,8 @@ class Mailboxes:
         box = self._boxes.setdefault(key, _Box())
         kept: deque[_Turn] = deque()
         for turn in box.waiting:
+            if turn.future.done():
+                continue  # its waiter was cancelled and has not cleaned up yet
             if turn.kind in preempts:
                 turn.future.set_exception(Preempted(reason))
             else:
@@ -93,7 +95,7 @@ class Mailboxes:
         try:
             await turn.future
         except asyncio.CancelledError:
-            if turn.future.done() and not turn.future.cancelled():
+            if turn.future.done() and not turn.future.cancelled() and not turn.future.exception():
                 # Handed the turn just as we were cancelled: pass it on.
                 self._release(key, box, kind)
             elif turn in box.waiting:
@@ -104,10 +106,12 @@ class Mailboxes:
         box.running.remove(kind)
         if box.running:
             return
-        if box.waiting:
+        while box.waiting:
             turn = box.waiting.popleft()
+            if turn.future.done():
+                continue  # cancelled while waiting
             # Mark the woken job running now, so no newcomer slips in before it resumes.
             box.running.append(turn.kind)
             turn.future.set_result(None)
-        else:
-            self._boxes.pop(key, None)
+            return
+        self._boxes.pop(key, None)

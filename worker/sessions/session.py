@@ -68,6 +68,8 @@ class Session:
     # Ids of the latest commands run for this session: survives handover in the snapshot,
     # so a command redelivered to the next owner is not executed twice.
     recent_commands: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_COMMANDS))
+    # A command whose HeyGen side effect may have happened without any event saying so yet.
+    pending_command: str | None = None
     seq: int = 0
     tasks: int = 0
     characters: int = 0

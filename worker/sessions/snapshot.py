@@ -40,6 +40,7 @@ class SessionSnapshot(BaseModel):
     tasks: int
     characters: int
     recent_commands: list[str]
+    pending_command: str | None = None
     writer: str
     written_at: datetime
 
@@ -69,6 +70,7 @@ class SessionSnapshot(BaseModel):
             tasks=session.tasks,
             characters=session.characters,
             recent_commands=list(session.recent_commands),
+            pending_command=session.pending_command,
             writer=writer,
             written_at=now_wall,
         )
@@ -103,4 +105,5 @@ class SessionSnapshot(BaseModel):
         )
         session.billed_reported = session.billed_before
         session.recent_commands.extend(self.recent_commands)
+        session.pending_command = self.pending_command
         return session
