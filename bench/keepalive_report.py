@@ -8,10 +8,12 @@ import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench.sampler import Phase
 from bench.stats import quantile
 
+REPO = Path(__file__).resolve().parents[1]
 # The goals of the session pool issue (4).
 MAX_RSS_MB = 150.0
 MAX_LATENESS_P99_S = 1.0
@@ -27,6 +29,8 @@ class Params:
     deadline_s: float = 900.0
     # Extra environment for the worker (e.g. WORKER_KEEPALIVE_CONCURRENCY), recorded with results.
     worker_env: Mapping[str, str] = field(default_factory=dict)
+    # The tree whose worker and simulator run (another checkout or a patched copy to compare).
+    source: Path = REPO
 
     @property
     def idle_timeout_s(self) -> float:
@@ -61,6 +65,7 @@ class Report:
     params: Params
     machine: Mapping[str, str]
     rabbitmq_version: str
+    revision: str  # of the worker and simulator measured
     started: str
     ready: int
     create_failures: Mapping[str, str]
@@ -69,6 +74,8 @@ class Report:
     rss_kib: Mapping[str, int]  # start, after create, end, peak
     create_phase: Phase
     hold_phase: Phase
+    # Probe round trips by phase and process: how long each event loop took to answer.
+    responsiveness: Mapping[str, Mapping[str, Sequence[float]]]
     keepalives_by_outcome: Mapping[str, float]
     simulator_keepalives: int
     keepalives_per_session: Sequence[int]
@@ -161,6 +168,10 @@ class Report:
                 f"machine {hold.machine_busy_cores:.2f} of {self.machine['cores (nproc)']} "
                 "cores busy",
             ),
+            *(
+                (f"answer time while {phase} p50 / p99 / max", _probes(probes))
+                for phase, probes in self.responsiveness.items()
+            ),
             ("keep-alives (worker metric)", outcomes or "none"),
             ("keep-alives (simulator)", f"{self.simulator_keepalives:,}"),
             (
@@ -211,6 +222,7 @@ class Report:
             + "; ".join(f"{k} {v}" for k, v in self.machine.items())
             + f"; RabbitMQ {self.rabbitmq_version}.",
         ]
+        lines += ["", f"Worker and simulator code: {self.revision}."]
         if p.worker_env:
             env = " ".join(f"{k}={v}" for k, v in sorted(p.worker_env.items()))
             lines += ["", f"Worker environment: `{env}`."]
@@ -238,6 +250,15 @@ def _failures(failures: Mapping[str, str]) -> str:
     kinds = Counter(re.sub(r"\bbench-\d+\b", "<id>", m) for m in failures.values())
     message, count = kinds.most_common(1)[0]
     return f"{len(failures)} (most common, {count}x: {message})"
+
+
+def _probes(probes: Mapping[str, Sequence[float]]) -> str:
+    def ms(values: Sequence[float], q: float) -> str:
+        return f"{quantile(values, q) * 1000:.0f}"
+
+    return "; ".join(
+        f"{name} {ms(v, 0.5)} / {ms(v, 0.99)} / {ms(v, 1.0)} ms" for name, v in probes.items()
+    )
 
 
 def _spread(lateness: Sequence[float]) -> str:

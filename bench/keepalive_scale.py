@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import aio_pika
@@ -26,9 +27,9 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from bench import harness, stats
 from bench.harness import Child
-from bench.keepalive_report import SMOKE, Params, Report
-from bench.results import append_section, machine, now_utc
-from bench.sampler import Phase, Sampler
+from bench.keepalive_report import REPO, SMOKE, Params, Report
+from bench.results import append_section, machine, now_utc, revision
+from bench.sampler import Phase, Prober, Sampler
 from contracts.client import publish_command
 from contracts.codec import decode_event
 from contracts.commands import SessionCreate
@@ -36,7 +37,6 @@ from contracts.events import CommandFailed, CommandRejected, SessionStopped
 from contracts.topology import EVENTS_EXCHANGE, event_binding_keys
 from simulator.admin import SimulatorAdmin
 
-REPO = Path(__file__).resolve().parents[1]
 API_KEY = "bench-key"
 AVATAR = "Wayne_20240711"
 PUBLISHERS = 8
@@ -105,7 +105,14 @@ class Rig:
     channel: AbstractChannel
     fleet: Fleet
     sampler: Sampler
+    prober: Prober
     phase: str = "starting"
+    began: float = field(default_factory=time.monotonic)
+
+    def enter(self, phase: str) -> None:
+        """Name what the run is doing now (for progress, and for an abort's message)."""
+        self.phase = phase
+        print(f"[{time.monotonic() - self.began:6.1f} s] {phase}", file=sys.stderr, flush=True)
 
     def check_alive(self) -> None:
         self.simulator.check_alive()
@@ -119,18 +126,16 @@ class Rig:
             await asyncio.sleep(min(left, 1.0))
 
 
-def _environment(**ours: str) -> dict[str, str]:
+def _environment(source: Path, **ours: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_PREFIXES)}
-    # This checkout's packages first: a stale editable install can shadow them otherwise.
-    path = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    # The measured tree's packages first (a stale editable install could shadow them).
+    path = os.pathsep.join(p for p in (str(source), env.get("PYTHONPATH")) if p)
     return {**env, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **ours}
 
 
-def _worker_argv() -> list[str]:
-    script = Path(sys.executable).with_name("heygen-worker")
-    if script.exists():
-        return [str(script), "run"]
-    return [sys.executable, "-c", "from worker.app import run_worker; run_worker()"]
+# Run from the measured tree (cwd first on sys.path), so another checkout can be compared.
+SIMULATOR_ARGV = [sys.executable, "-m", "simulator"]
+WORKER_ARGV = [sys.executable, "-c", "from worker.app import run_worker; run_worker()"]
 
 
 async def _rabbitmq_version() -> str:
@@ -152,8 +157,9 @@ async def _rig(params: Params, log_dir: Path) -> AsyncIterator[Rig]:
         simulator = await stack.enter_async_context(
             harness.child_process(
                 "simulator",
-                [str(Path(sys.executable).with_name("heygen-simulator"))],
+                SIMULATOR_ARGV,
                 _environment(
+                    params.source,
                     SIMULATOR_HOST="127.0.0.1",
                     SIMULATOR_PORT=str(sim_port),
                     SIMULATOR_API_KEYS=API_KEY,
@@ -163,7 +169,7 @@ async def _rig(params: Params, log_dir: Path) -> AsyncIterator[Rig]:
                     SIMULATOR_LOG_LEVEL="WARNING",
                 ),
                 log_dir / "simulator.log",
-                REPO,
+                params.source,
             )
         )
         admin = await stack.enter_async_context(SimulatorAdmin(simulator_url, timeout=120))
@@ -174,6 +180,7 @@ async def _rig(params: Params, log_dir: Path) -> AsyncIterator[Rig]:
 
         await harness.wait_until("simulator", simulator_up, simulator, 30)
         worker_env = _environment(
+            params.source,
             AMQP_URL=amqp_url,
             HEYGEN_API_KEY=API_KEY,
             HEYGEN_BASE_URL=simulator_url,
@@ -191,7 +198,7 @@ async def _rig(params: Params, log_dir: Path) -> AsyncIterator[Rig]:
         )
         worker = await stack.enter_async_context(
             harness.child_process(
-                "worker", _worker_argv(), worker_env, log_dir / "worker.log", REPO
+                "worker", WORKER_ARGV, worker_env, log_dir / "worker.log", params.source
             )
         )
         metrics_url = f"http://127.0.0.1:{metrics_port}"
@@ -216,10 +223,25 @@ async def _rig(params: Params, log_dir: Path) -> AsyncIterator[Rig]:
         rabbit = harness.find_pid("beam.smp")
         pids["rabbitmq"] = rabbit if rabbit is not None else os.getpid()
         sampler = Sampler("worker", pids)
-        sampling = asyncio.create_task(sampler.run())
-        stack.callback(sampling.cancel)
         channel = await connection.channel(publisher_confirms=True)
-        yield Rig(params, simulator, worker, simulator_url, metrics_url, channel, fleet, sampler)
+        probe_exchange = await channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
+
+        async def confirmed_publish() -> object:
+            # Routed nowhere; the broker still confirms it: its own answering time.
+            return await probe_exchange.publish(aio_pika.Message(b"probe"), "bench.probe")
+
+        prober = Prober(
+            {
+                "worker": partial(http.get, f"{metrics_url}/healthz"),
+                "simulator": partial(http.get, f"{simulator_url}/_admin/config"),
+                "rabbitmq": confirmed_publish,
+            }
+        )
+        for task in (asyncio.create_task(sampler.run()), asyncio.create_task(prober.run())):
+            stack.callback(task.cancel)
+        yield Rig(
+            params, simulator, worker, simulator_url, metrics_url, channel, fleet, sampler, prober
+        )
 
 
 async def _create_all(rig: Rig) -> None:
@@ -263,14 +285,15 @@ async def _measure(rig: Rig, log_dir: Path) -> Report:
     params, fleet, sampler = rig.params, rig.fleet, rig.sampler
     start = sampler.mark()
     rss_start = start.rss_kib
-    rig.phase = f"creating {params.sessions} sessions"
+    rig.enter(f"creating {params.sessions} sessions")
     await _create_all(rig)
     created = sampler.mark()
+    rig.enter(f"{len(fleet.ready):,} sessions ready, {len(fleet.failures):,} failed")
     creation_s = max(fleet.ready.values(), default=created.at) - min(fleet.published.values())
-    rig.phase = f"holding for {params.hold_s:g} s"
+    rig.enter(f"holding for {params.hold_s:g} s")
     await rig.wait(params.hold_s)
     held = sampler.mark()
-    rig.phase = "collecting results"
+    rig.enter("collecting results")
     async with SimulatorAdmin(rig.simulator_url, timeout=120) as admin:
         sim = await admin.stats()
     async with httpx.AsyncClient(timeout=30) as http:
@@ -284,6 +307,7 @@ async def _measure(rig: Rig, log_dir: Path) -> Report:
         params=params,
         machine=machine(),
         rabbitmq_version=await _rabbitmq_version(),
+        revision=revision(params.source),
         started=now_utc(),
         ready=len(ready),
         create_failures=dict(fleet.failures),
@@ -297,6 +321,10 @@ async def _measure(rig: Rig, log_dir: Path) -> Report:
         },
         create_phase=Phase.between(start, created),
         hold_phase=Phase.between(created, held),
+        responsiveness={
+            phase: {name: rig.prober.between(name, a, b) for name in rig.prober.timings}
+            for phase, a, b in (("creating", start, created), ("holding", created, held))
+        },
         keepalives_by_outcome=stats.by_label(samples, "heygen_worker_keepalives_total", "outcome"),
         simulator_keepalives=sim.calls.get("streaming.keep_alive", 0),
         keepalives_per_session=[s.keep_alives for s in sim.sessions.values()],
@@ -365,11 +393,17 @@ def _parse(argv: list[str] | None) -> tuple[Params, bool]:
     parser.add_argument(
         "--worker-env", action="append", default=[], metavar="NAME=VALUE", help="worker setting"
     )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=REPO,
+        help="run the worker and simulator of this tree (e.g. an exported commit or a patch)",
+    )
     parser.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
     args = parser.parse_args(argv)
     worker_env = dict(item.split("=", 1) for item in args.worker_env)
     if args.smoke:
-        return replace(SMOKE, worker_env=worker_env), False
+        return replace(SMOKE, worker_env=worker_env, source=args.source), False
     params = Params(
         sessions=args.sessions,
         interval_s=args.interval,
@@ -377,6 +411,7 @@ def _parse(argv: list[str] | None) -> tuple[Params, bool]:
         create_concurrency=args.create_concurrency,
         deadline_s=args.deadline,
         worker_env=worker_env,
+        source=args.source.resolve(),
     )
     return params, not args.no_record
 

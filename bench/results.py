@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,3 +48,19 @@ def append_section(markdown: str, path: Path = RESULTS) -> None:
         path.write_text(HEADER)
     with path.open("a") as results:
         results.write("\n" + markdown.rstrip() + "\n")
+
+
+def revision(tree: Path) -> str:
+    """The commit a tree is at, marked when its code differs from it; or just its path."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(tree), *args], capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit or Path(git("rev-parse", "--show-toplevel")) != tree.resolve():
+        return str(tree)
+    dirty = git("status", "--porcelain", "--", "worker", "simulator", "contracts")
+    return f"{commit}{' + uncommitted changes' if dirty else ''}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from bench.harness import cpu_seconds, machine_busy_seconds, memory_kib
@@ -72,3 +72,30 @@ class Phase:
 
     def core_share(self, name: str) -> float:
         return self.cpu_s[name] / self.seconds
+
+
+Probe = Callable[[], Awaitable[object]]
+
+
+class Prober:
+    """Times a cheap request to each process once a second: its event loop's responsiveness."""
+
+    def __init__(self, probes: Mapping[str, Probe], period_s: float = 1.0) -> None:
+        self._probes = dict(probes)
+        self._period_s = period_s
+        self.timings: dict[str, list[tuple[float, float]]] = {name: [] for name in probes}
+
+    async def _probe(self, name: str, probe: Probe) -> None:
+        started = time.monotonic()
+        with contextlib.suppress(Exception):  # a failed probe is a missing point, not an error
+            await probe()
+            self.timings[name].append((time.time(), time.monotonic() - started))
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.gather(*(self._probe(n, p) for n, p in self._probes.items()))
+            await asyncio.sleep(self._period_s)
+
+    def between(self, name: str, start: Reading, end: Reading) -> list[float]:
+        """Latencies of the probes of `name` answered between two readings."""
+        return [s for at, s in self.timings[name] if start.wall <= at <= end.wall]

@@ -488,8 +488,8 @@ async def worker_process(
         PYTHONUNBUFFERED="1",
         # The code under test, whatever the state of the venv's editable install.
         PYTHONPATH=str(REPO),
-        **env,
     )
+    variables.update(env)  # the caller's settings win over the defaults above
     with log_path.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
             *worker_argv(),

@@ -340,6 +340,26 @@ async def test_expired_commands_are_not_executed(
     assert started.type == "speech.started"
 
 
+async def test_deadline_passing_while_queued_is_not_executed(
+    producer: Producer, simulator: RunningSimulator, http_log: HttpLog
+) -> None:
+    """The deadline is checked when the command's turn comes, not only on arrival."""
+    await simulator.admin.configure(words_per_minute=WORDS_PER_MINUTE)
+    await producer.open_session("queued")
+    ahead = SessionSpeak(session_id="queued", text=" ".join(["w"] * 12), task_mode=TaskMode.SYNC)
+    late = SessionSpeak(
+        session_id="queued",
+        text="by the time my turn comes it is too late",
+        deadline=datetime.now(UTC) + timedelta(seconds=12 * WORD_S / 2),
+    )
+    await producer.send(ahead)
+    await producer.send(late)
+    rejected = await producer.tap.wait_for(answer_to(late))
+    assert isinstance(rejected, CommandRejected)
+    assert rejected.code == "expired"
+    assert [x.body["text"] for x in http_log.of("streaming.task")] == [ahead.text]
+
+
 async def test_duplicate_commands_run_once_and_are_acked(
     producer: Producer,
     simulator: RunningSimulator,

@@ -115,3 +115,20 @@ async def test_readiness_drops_when_the_drain_begins(
     assert isinstance(finished[-1], SpeechFinished)
     assert not finished[-1].interrupted
     assert await leftover_commands(connection, worker.settings.partitions) == []
+
+
+@pytest.mark.xfail(
+    reason="BUG: run_worker does not catch aiormq's InvalidFrameError (vhost refused during the "
+    "handshake): a raw traceback instead of 'cannot connect to RabbitMQ'",
+    strict=True,
+)
+async def test_unknown_vhost_exits_the_cli_with_one_line(
+    amqp_url: str, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    missing = f"{amqp_url}-missing"
+    async with worker_process(missing, simulator, tmp_path / "worker.log") as process:
+        code = await process.wait()
+        log = process.log()
+    assert code != 0, log
+    assert "Traceback" not in log, log
+    assert "cannot connect to RabbitMQ" in log, log

@@ -10,7 +10,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from contracts.commands import SessionSpeak
 from contracts.common import TaskMode
-from contracts.events import CommandRejected, Event, SessionCreated
+from contracts.events import CommandFailed, CommandRejected, Event, SessionCreated
 from contracts.topology import DEAD_LETTER_QUEUE
 from simulator.server import RunningSimulator
 from tests.integration.conftest import (
@@ -129,6 +129,7 @@ async def test_sigterm_past_the_grace_loses_nothing(
 
     # Exactly one answer per command: from the first worker, or from its successor for what
     # the first one requeued (executed there when it took the session over, else rejected).
+    cut: list[str] = []
     for speak in speaks:
         events = producer.tap.caused_by(speak)
         (final,) = finals(producer, speak)
@@ -136,9 +137,14 @@ async def test_sigterm_past_the_grace_loses_nothing(
         assert final.worker_id == ("second" if speak in unanswered else "first"), events
         if final.type == "speech.finished":
             assert started == [final.worker_id], events
+        elif isinstance(final, CommandFailed):
+            # The grace cut its HeyGen call: reported, not repeated (HeyGen may have acted).
+            assert (final.retryable, started) == (False, []), events
+            cut.append(speak.session_id)
         else:
             assert isinstance(final, CommandRejected), events
             assert (final.code, final.worker_id, started) == ("unknown_session", "second", [])
+    assert len(cut) == len(set(cut)), cut
     # HeyGen got each text at most once: the finished ones, plus at most the one per session
     # whose HTTP call the grace cut short.
     for sid, heygen_id in heygen_ids.items():
