@@ -202,7 +202,7 @@ async def _rig(params: Params, log_dir: Path) -> AsyncIterator[Rig]:
             )
         )
         metrics_url = f"http://127.0.0.1:{metrics_port}"
-        http = await stack.enter_async_context(httpx.AsyncClient(timeout=5))
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
 
         async def worker_up() -> bool:
             return (await http.get(f"{metrics_url}/readyz")).status_code == 200

@@ -87,9 +87,10 @@ class Prober:
 
     async def _probe(self, name: str, probe: Probe) -> None:
         started = time.monotonic()
-        with contextlib.suppress(Exception):  # a failed probe is a missing point, not an error
+        # A probe that fails (a timeout: the loop stalled) still counts, for as long as it took.
+        with contextlib.suppress(Exception):
             await probe()
-            self.timings[name].append((time.time(), time.monotonic() - started))
+        self.timings[name].append((time.time(), time.monotonic() - started))
 
     async def run(self) -> None:
         while True:

@@ -291,8 +291,9 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.shutdown_grace_s):
                 await self.dispatcher.wait_partition_idle(partition)
-        await self.handover.announce_released([partition], self._publisher)
+        await self.handover.seal([partition])
         self.handover.release(partition)
+        await self.handover.announce_released([partition], self._publisher)
         await self._consumer.resume(partition)
 
     def readiness(self) -> tuple[bool, str]:
@@ -341,6 +342,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             # Nothing of ours may emit for these sessions once the next owner takes over.
+            await self.handover.seal(owned)
             self.handover.release_all()
         if self._consumer is not None:
             await self.handover.announce_released(owned, self._publisher)

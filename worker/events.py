@@ -6,7 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from contracts.codec import AmqpEnvelope, encode_event
+from contracts.codec import AmqpEnvelope, decode_event, encode_event
 from contracts.commands import Command
 from contracts.events import Event
 from contracts.topology import event_routing_key
@@ -55,15 +55,44 @@ class EventEmitter:
         else:
             async with session.emit_lock:
                 event = self._build(cls, session.seq + 1, session.session_id, cause, fields)
-                await self._publish(event)
-                session.seq += 1
-                if cause is not None:
-                    _record_answered(session, cause.command_id)
-                if self.after_session_event is not None:
-                    await self.after_session_event(session)
+                await self._publish_from_outbox(session, event, cause)
         if cause is not None and cause.reply_to:
             await self._copy_to_reply(event, cause.reply_to)
         return event
+
+    async def _publish_from_outbox(
+        self, session: Session, event: Event, cause: Command | None
+    ) -> None:
+        """Snapshot the session with the event in its outbox, then publish the event.
+
+        The snapshot is the commit: a replica that dies after it is replaced by one that
+        re-publishes the event (at-least-once; consumers dedupe by event_id). If publishing
+        fails here, everything is rolled back and the command is requeued.
+        """
+        previous = (session.seq, list(session.recent_commands), session.pending_command)
+        envelope = self._envelope(event)
+        session.seq += 1
+        if cause is not None:
+            _record_answered(session, cause.command_id)
+        session.outbox = envelope.body
+        try:
+            if self.after_session_event is not None:
+                await self.after_session_event(session)
+            await self._publisher.publish_event(envelope, event_routing_key(event))
+        except BaseException:
+            session.seq, recent, session.pending_command = previous
+            session.recent_commands.clear()
+            session.recent_commands.extend(recent)
+            raise
+        finally:
+            session.outbox = None
+        if self._on_published is not None:
+            self._on_published(event)
+
+    async def republish(self, body: bytes) -> None:
+        """Publish again an event a dead replica may not have got out (same id and seq)."""
+        event = decode_event(body)
+        await self._publisher.publish_event(self._envelope(event), event_routing_key(event))
 
     async def reply(self, event: Event, reply_to: str) -> None:
         await self._publisher.publish_reply(self._envelope(event), reply_to)

@@ -61,6 +61,15 @@ class Handover:
                 await self._adopt(partition)
                 self._adopted.add(partition)
 
+    async def seal(self, partitions: Iterable[int]) -> None:
+        """Before a graceful release: snapshots with nothing in flight, so the next owner
+        re-publishes nothing."""
+        for partition in partitions:
+            for session in list(self._services.registry.partition(partition).values()):
+                with contextlib.suppress(PublishFailed):
+                    async with session.emit_lock:
+                        await self.save(session)
+
     def release(self, partition: int) -> None:
         """Another replica owns it now: drop its sessions here without stopping them."""
         self._adopted.discard(partition)
@@ -125,6 +134,9 @@ class Handover:
                 await self._finish_stop(snapshot)
                 continue
             session = snapshot.restore()
+            if session.outbox is not None:
+                await self._services.emitter.republish(session.outbox)
+                session.outbox = None
             session.last_activity = 0.0  # unknown since the snapshot: keep it alive at once
             self._services.registry.add(session, force=True)
             self._services.watch(session)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from contracts.codec import AmqpEnvelope
 from worker.bus.publisher import Publisher
@@ -47,6 +47,10 @@ class StateStream:
     def __init__(self, connection: AbstractConnection, publisher: Publisher) -> None:
         self._connection = connection
         self._publisher = publisher
+        # One reader channel, one read at a time: opening channels concurrently on a busy
+        # connection tripped "CHANNEL_ERROR - expected 'channel.open'", which closes it all.
+        self._reading = asyncio.Lock()
+        self._channel: AbstractChannel | None = None
 
     async def append(self, partition: int, body: bytes) -> None:
         """Append one snapshot, confirmed by the broker."""
@@ -73,6 +77,12 @@ class StateStream:
         )
         await self._publisher.publish_reply(envelope, STATE_STREAM)
 
+    async def _reader(self) -> AbstractChannel:
+        if self._channel is None or self._channel.is_closed:
+            self._channel = await self._connection.channel(publisher_confirms=False)
+            await self._channel.set_qos(prefetch_count=1000)  # streams need a prefetch
+        return self._channel
+
     async def read(self, partition: int, since: datetime) -> list[Record]:
         """Every record of `partition` appended since `since`, oldest first.
 
@@ -93,12 +103,12 @@ class StateStream:
                 records.append(Record(message.body, headers, message.timestamp))
             await message.ack()
 
-        channel = await self._connection.channel(publisher_confirms=False)
-        try:
-            await channel.set_qos(prefetch_count=1000)  # streams need a prefetch to consume
+        async with self._reading:
+            channel = await self._reader()
             queue = await channel.get_queue(STATE_STREAM, ensure=False)
-            await queue.consume(on_message, arguments={"x-stream-offset": since})
-            await asyncio.wait_for(done.wait(), READ_TIMEOUT_S)
-        finally:
-            await channel.close()
+            tag = await queue.consume(on_message, arguments={"x-stream-offset": since})
+            try:
+                await asyncio.wait_for(done.wait(), READ_TIMEOUT_S)
+            finally:
+                await queue.cancel(tag)
         return records

@@ -41,6 +41,7 @@ class SessionSnapshot(BaseModel):
     characters: int
     recent_commands: list[str]
     pending_command: str | None = None
+    outbox: str | None = None
     writer: str
     written_at: datetime
 
@@ -71,6 +72,7 @@ class SessionSnapshot(BaseModel):
             characters=session.characters,
             recent_commands=list(session.recent_commands),
             pending_command=session.pending_command,
+            outbox=session.outbox.decode() if session.outbox else None,
             writer=writer,
             written_at=now_wall,
         )
@@ -106,4 +108,5 @@ class SessionSnapshot(BaseModel):
         session.billed_reported = session.billed_before
         session.recent_commands.extend(self.recent_commands)
         session.pending_command = self.pending_command
+        session.outbox = self.outbox.encode() if self.outbox else None
         return session
