@@ -116,6 +116,7 @@ class Worker:
             max_message_bytes=s.max_message_bytes,
             dedup_capacity=s.dedup_capacity,
             before_partition=self.handover.ensure,
+            admit=self.handover.admit,
         )
         self.pool = SessionPool(
             self.services,

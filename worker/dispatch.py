@@ -57,9 +57,11 @@ class Dispatcher:
         max_message_bytes: int,
         dedup_capacity: int,
         before_partition: Callable[[int], Awaitable[None]] | None = None,
+        admit: Callable[[int, datetime], Awaitable[None]] | None = None,
     ) -> None:
         self._services = services
         self._before_partition = before_partition
+        self._admit = admit
         self._max_message_bytes = max_message_bytes
         self._mailboxes = services.mailboxes
         self._finished = RecentIds(dedup_capacity)
@@ -123,6 +125,9 @@ class Dispatcher:
         self._idle.clear()
         metrics.commands_in_flight.inc()
         try:
+            if self._admit is not None:
+                # Counted in flight while held, so a drain waits for it instead of releasing.
+                await self._admit(delivery.partition, command.sent_at)
             with (
                 log_context(session_id=_session_id(command), command_id=command.command_id),
                 consumer_span(kind, delivery.headers, command.command_id, _session_id(command)),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -23,6 +22,9 @@ log = logging.getLogger(__name__)
 
 DRAINING = "draining"
 RELEASED = "released"
+OWNING = "owning"
+# How long commands of a partition taken over from a crashed owner wait to be put in order.
+SETTLE_S = 1.0
 
 
 class Handover:
@@ -42,6 +44,8 @@ class Handover:
         self._drain_wait_s = drain_wait_s
         self._adopted: set[int] = set()
         self._locks: dict[int, asyncio.Lock] = {}
+        # Partitions taken over from a crashed owner: deliveries wait, then go in sent_at order.
+        self._settling: dict[int, list[tuple[datetime, asyncio.Future[None]]]] = {}
 
     @property
     def adopted(self) -> frozenset[int]:
@@ -69,6 +73,28 @@ class Handover:
                 with contextlib.suppress(PublishFailed):
                     async with session.emit_lock:
                         await self.save(session)
+
+    async def admit(self, partition: int, sent_at: datetime) -> None:
+        """Hold a command of a partition taken over from a crashed owner until the settle
+        window ends, then let commands go in the order producers sent them.
+
+        The broker activates the next consumer and hands it newer messages before it has put
+        back the dead owner's unacknowledged ones; sorting by `sent_at` restores each
+        session's order (one producer per session keeps a monotonic clock).
+        """
+        waiting = self._settling.get(partition)
+        if waiting is None:
+            return
+        future = asyncio.get_running_loop().create_future()
+        waiting.append((sent_at, future))
+        await future
+
+    async def _settle(self, partition: int) -> None:
+        await asyncio.sleep(SETTLE_S)
+        waiting = sorted(self._settling.pop(partition, []), key=lambda item: item[0])
+        for _, future in waiting:
+            if not future.done():
+                future.set_result(None)
 
     def release(self, partition: int) -> None:
         """Another replica owns it now: drop its sessions here without stopping them."""
@@ -104,23 +130,29 @@ class Handover:
         """
         # Every live session is re-snapshotted at least every refresh, so two of them is enough.
         since = datetime.now(UTC) - timedelta(seconds=2 * self._refresh_s + 60)
-        give_up = time.monotonic() + self._drain_wait_s
-        while True:
-            records = await self._stream.read(partition, since)
-            marks = [(r.ownership, r.timestamp) for r in records if r.ownership is not None]
-            if not marks or time.monotonic() >= give_up:
-                return records
-            (state, worker), at = marks[-1]
-            fresh = at is not None and datetime.now(UTC) - at < timedelta(
-                seconds=self._drain_wait_s
-            )
-            if state != DRAINING or worker == self._worker_id or not fresh:
-                return records
-            await asyncio.sleep(0.2)
+        return await self._stream.read(
+            partition, since, keep_reading=self._draining_elsewhere, wait_s=self._drain_wait_s
+        )
+
+    def _draining_elsewhere(self, records: list[Record]) -> bool:
+        """The latest ownership record says another replica is still draining, recently."""
+        marks = [(r.ownership, r.timestamp) for r in records if r.ownership is not None]
+        if not marks:
+            return False
+        (state, worker), at = marks[-1]
+        fresh = at is not None and datetime.now(UTC) - at < timedelta(seconds=self._drain_wait_s)
+        return state == DRAINING and worker != self._worker_id and fresh
 
     async def _adopt(self, partition: int) -> None:
         latest: dict[str, SessionSnapshot] = {}
-        for record in await self._read_after_release(partition):
+        records = await self._read_after_release(partition)
+        marks = [r.ownership for r in records if r.ownership is not None]
+        if marks and marks[-1][1] != self._worker_id:
+            # Taken from another replica: whatever it did not finish (a crash, or requeued at
+            # the end of its drain) comes back after newer commands the broker gave us.
+            self._settling[partition] = []
+            self._services.spawn(self._settle(partition))
+        for record in records:
             if record.ownership is None and record.body:
                 snapshot = SessionSnapshot.model_validate_json(record.body)
                 latest[snapshot.session_id] = snapshot  # the stream is in append order
@@ -141,6 +173,9 @@ class Handover:
             self._services.registry.add(session, force=True)
             self._services.watch(session)
             adopted += 1
+        with contextlib.suppress(PublishFailed):
+            # Lets the next owner tell a hand-over (released) from a crash (still owning).
+            await self._stream.mark(partition, OWNING, self._worker_id)
         log.info("%s took over partition %d: %d live sessions", self._worker_id, partition, adopted)
 
     async def _finish_stop(self, snapshot: SessionSnapshot) -> None:

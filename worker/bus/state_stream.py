@@ -4,8 +4,9 @@ owner of a partition replays (the recent window, that partition only) to take it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -83,24 +84,36 @@ class StateStream:
             await self._channel.set_qos(prefetch_count=1000)  # streams need a prefetch
         return self._channel
 
-    async def read(self, partition: int, since: datetime) -> list[Record]:
+    async def read(
+        self,
+        partition: int,
+        since: datetime,
+        *,
+        keep_reading: Callable[[list[Record]], bool] = lambda _: False,
+        wait_s: float = 0.0,
+    ) -> list[Record]:
         """Every record of `partition` appended since `since`, oldest first.
 
-        A stream has no "end": a marker is appended first and the read stops when it comes by.
+        A stream has no "end": a marker is appended first and the read stops when it comes by,
+        or, while `keep_reading(records)` holds, when a later record makes it false (at most
+        `wait_s` more seconds).
         """
         marker = uuid.uuid4().hex
         await self._publisher.publish_reply(
             AmqpEnvelope(body=b"", properties={"headers": {MARKER_HEADER: marker}}), STATE_STREAM
         )
         records: list[Record] = []
+        passed = asyncio.Event()
         done = asyncio.Event()
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             headers = message.headers or {}
             if headers.get(MARKER_HEADER) == marker:
-                done.set()
+                passed.set()
             elif headers.get(PARTITION_HEADER) == partition:
                 records.append(Record(message.body, headers, message.timestamp))
+            if passed.is_set() and not keep_reading(records):
+                done.set()
             await message.ack()
 
         async with self._reading:
@@ -108,7 +121,9 @@ class StateStream:
             queue = await channel.get_queue(STATE_STREAM, ensure=False)
             tag = await queue.consume(on_message, arguments={"x-stream-offset": since})
             try:
-                await asyncio.wait_for(done.wait(), READ_TIMEOUT_S)
+                await asyncio.wait_for(passed.wait(), READ_TIMEOUT_S)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), wait_s)
             finally:
                 await queue.cancel(tag)
         return records
