@@ -31,6 +31,8 @@ class Params:
     worker_env: Mapping[str, str] = field(default_factory=dict)
     # The tree whose worker and simulator run (another checkout or a patched copy to compare).
     source: Path = REPO
+    # What distinguishes this run in RESULTS.md (a patch being tried, a setting changed).
+    label: str = ""
 
     @property
     def idle_timeout_s(self) -> float:
@@ -42,7 +44,7 @@ class Params:
         return (self.intervals + 1) * self.interval_s
 
 
-SMOKE = Params(sessions=200, interval_s=2.0, intervals=2, create_concurrency=64, deadline_s=60.0)
+SMOKE = Params(sessions=200, interval_s=2.0, intervals=2, create_concurrency=64, deadline_s=40.0)
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,8 @@ class Report:
     def markdown(self) -> str:
         p = self.params
         lines = [
-            f"## Keep-alive scale: {p.sessions:,} sessions, {self.started}",
+            f"## Keep-alive scale: {p.sessions:,} sessions, {self.started}"
+            + (f" ({p.label})" if p.label else ""),
             "",
             f"`python -m bench.keepalive_scale --sessions {p.sessions} "
             f"--interval {p.interval_s:g} --intervals {p.intervals}`: one worker process holds "

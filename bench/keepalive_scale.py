@@ -152,8 +152,9 @@ async def _rig(params: Params, log_dir: Path) -> AsyncIterator[Rig]:
         amqp_url = await stack.enter_async_context(harness.rabbit_vhost("bench-keepalive"))
         sim_port, metrics_port = harness.free_port(), harness.free_port()
         simulator_url = f"http://127.0.0.1:{sim_port}"
-        # Room for every request of the run (create, start, a keep-alive per interval).
-        log_size = params.sessions * (8 + 3 * (params.intervals + 1))
+        # Room for every request of a slow run (creation spanning many intervals); the report
+        # says how much of the log was kept.
+        log_size = params.sessions * (40 + 2 * params.intervals)
         simulator = await stack.enter_async_context(
             harness.child_process(
                 "simulator",
@@ -382,16 +383,42 @@ def _parse(argv: list[str] | None) -> tuple[Params, bool]:
         prog="python -m bench.keepalive_scale",
         description=__doc__.splitlines()[0] if __doc__ else None,
     )
-    parser.add_argument("--sessions", type=int, default=Params.sessions)
-    parser.add_argument("--interval", type=float, default=Params.interval_s, help="seconds")
-    parser.add_argument("--intervals", type=int, default=Params.intervals)
-    parser.add_argument("--create-concurrency", type=int, default=Params.create_concurrency)
-    parser.add_argument("--deadline", type=float, default=Params.deadline_s, help="abort after")
+    parser.add_argument(
+        "--sessions", type=int, default=Params.sessions, help="sessions to hold (%(default)s)"
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=Params.interval_s,
+        help="WORKER_KEEPALIVE_INTERVAL_S, seconds (%(default)s)",
+    )
+    parser.add_argument(
+        "--intervals",
+        type=int,
+        default=Params.intervals,
+        help="intervals measured after one to settle (%(default)s)",
+    )
+    parser.add_argument(
+        "--create-concurrency",
+        type=int,
+        default=Params.create_concurrency,
+        help="creates published and not yet answered (%(default)s)",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=Params.deadline_s,
+        help="abort after this many seconds (%(default)s)",
+    )
     parser.add_argument(
         "--smoke", action="store_true", help="200 sessions, 2 s interval, 2 intervals; no record"
     )
     parser.add_argument(
-        "--worker-env", action="append", default=[], metavar="NAME=VALUE", help="worker setting"
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra worker setting, e.g. WORKER_KEEPALIVE_CONCURRENCY=64 (repeatable)",
     )
     parser.add_argument(
         "--source",
@@ -399,6 +426,7 @@ def _parse(argv: list[str] | None) -> tuple[Params, bool]:
         default=REPO,
         help="run the worker and simulator of this tree (e.g. an exported commit or a patch)",
     )
+    parser.add_argument("--label", default="", help="a note for this run's RESULTS.md title")
     parser.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
     args = parser.parse_args(argv)
     worker_env = dict(item.split("=", 1) for item in args.worker_env)
@@ -412,6 +440,7 @@ def _parse(argv: list[str] | None) -> tuple[Params, bool]:
         deadline_s=args.deadline,
         worker_env=worker_env,
         source=args.source.resolve(),
+        label=args.label,
     )
     return params, not args.no_record
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+
+from contracts.common import LIMITS
 
 RABBIT_HOST = os.environ.get("TEST_RABBIT_HOST", "127.0.0.1")
 RABBIT_MGMT = os.environ.get("TEST_RABBIT_MGMT", f"http://{RABBIT_HOST}:15672")
@@ -29,3 +32,12 @@ async def amqp_url() -> AsyncIterator[str]:
             yield f"amqp://{RABBIT_USER}:{RABBIT_PASSWORD}@{RABBIT_HOST}:5672/{vhost}"
         finally:
             await mgmt.delete(f"/api/vhosts/{vhost}")
+
+
+@pytest.fixture(autouse=True)
+def _restore_limits() -> Iterator[None]:
+    """A worker started by a test configures the process-wide contract limits: undo it."""
+    saved = dataclasses.replace(LIMITS)
+    yield
+    LIMITS.max_text_chars = saved.max_text_chars
+    LIMITS.max_message_bytes = saved.max_message_bytes

@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack
 from functools import partial
 
 import aio_pika
+import aiormq
 import httpx
 from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import CollectorRegistry
@@ -84,7 +85,6 @@ class Worker:
     async def start(self) -> None:
         s = self.settings
         configure_limits(max_text_chars=s.max_text_chars, max_message_bytes=s.max_message_bytes)
-        setup_tracing()
         self.health = HealthServer(
             self.registry, self.readiness, host=s.metrics_host, port=s.metrics_port
         )
@@ -97,7 +97,11 @@ class Worker:
             self._consume_conn,
             TopologySpec(s.partitions, s.delivery_limit, state_max_age=s.state_retention),
         )
-        publisher = self._publisher = Publisher(self._publish_conn, timeout=s.publish_timeout_s)
+        publisher = self._publisher = Publisher(
+            self._publish_conn,
+            timeout=s.publish_timeout_s,
+            on_failure=self.metrics.event_publish_failures_total.inc,
+        )
         await publisher.start()
         self._stack.push_async_callback(publisher.close)
         self.services = self._services(heygen, publisher)
@@ -367,12 +371,13 @@ def _count_in_state(registry: Registry, state: SessionState) -> int:
 def run_worker(settings: WorkerSettings | None = None) -> None:
     settings = settings or WorkerSettings()
     configure_logging(settings.log_level)
+    setup_tracing()
     try:
         asyncio.run(Worker(settings).run())
     except TopologyError as exc:
         log.error("cannot declare the RabbitMQ topology: %s", exc)
         raise SystemExit(ExitCode.UNAVAILABLE) from None
-    except (ConnectionError, aio_pika.exceptions.AMQPConnectionError) as exc:
+    except (ConnectionError, aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError) as exc:
         log.error("cannot connect to RabbitMQ (AMQP_URL): %s", exc)
         raise SystemExit(ExitCode.UNAVAILABLE) from None
     except ApiKeyError as exc:

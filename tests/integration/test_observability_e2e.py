@@ -8,7 +8,6 @@ import io
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
-from functools import partial
 from typing import Any
 
 import httpx
@@ -51,10 +50,9 @@ def simulator_overrides() -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
-    """Every span the in-process worker ends. Worker.start() calls setup_tracing(), which
-    would replace a provider set up here: it is made to install ours instead."""
+    """Every span the in-process worker ends (run_worker sets tracing up; tests do it here)."""
     exporter = InMemorySpanExporter()
-    monkeypatch.setattr("worker.app.setup_tracing", partial(setup_tracing, exporter=exporter))
+    setup_tracing(exporter=exporter)
     yield exporter
     shutdown_tracing()
 

@@ -117,11 +117,6 @@ async def test_readiness_drops_when_the_drain_begins(
     assert await leftover_commands(connection, worker.settings.partitions) == []
 
 
-@pytest.mark.xfail(
-    reason="BUG: run_worker does not catch aiormq's InvalidFrameError (vhost refused during the "
-    "handshake): a raw traceback instead of 'cannot connect to RabbitMQ'",
-    strict=True,
-)
 async def test_unknown_vhost_exits_the_cli_with_one_line(
     amqp_url: str, simulator: RunningSimulator, tmp_path: Path
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aio_pika
@@ -25,9 +25,16 @@ class Publisher:
     connections, and acks on the consuming connection must keep flowing.
     """
 
-    def __init__(self, connection: AbstractConnection, *, timeout: float) -> None:
+    def __init__(
+        self,
+        connection: AbstractConnection,
+        *,
+        timeout: float,
+        on_failure: Callable[[], object] | None = None,
+    ) -> None:
         self._connection = connection
         self._timeout = timeout
+        self._on_failure = on_failure
         self._channel: AbstractChannel | None = None
         self._events: AbstractExchange | None = None
         self._dlx: AbstractExchange | None = None
@@ -73,5 +80,7 @@ class Publisher:
                 exchange.publish(message, routing_key, mandatory=False), self._timeout
             )
         except Exception as exc:  # timeout, nack, closed channel: all mean "not confirmed"
+            if self._on_failure is not None:
+                self._on_failure()
             target = f"{exchange.name or '(default)'}/{routing_key}"
             raise PublishFailed(f"publish to {target} not confirmed: {exc!r}") from exc

@@ -124,3 +124,6 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # At DEBUG these dump whole AMQP frames: message bodies, access tokens included.
+    for chatty in ("aiormq", "aio_pika"):
+        logging.getLogger(chatty).setLevel(max(logging.INFO, root.level))
