@@ -113,11 +113,6 @@ async def test_stop_preempts_queued_speaks(producer: Producer, simulator: Runnin
     assert_seq_contiguous(producer.tap.events)
 
 
-@pytest.mark.xfail(
-    reason="BUG: session.stop overtaking a running sync speak emits session.stopped (usage "
-    "without that task) before the speak's speech.started/finished (interrupted=False)",
-    strict=True,
-)
 async def test_stop_during_sync_speak_is_the_sessions_last_word(
     producer: Producer, simulator: RunningSimulator
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -164,7 +165,11 @@ async def keepalive(cmd: SessionKeepalive, ctx: CommandContext) -> None:
 
 async def stop_session(cmd: SessionStop, ctx: CommandContext) -> None:
     session = ctx.session(cmd.session_id)
-    await end_session(ctx.services, session, StopReason.REQUESTED, cmd, detail=cmd.reason)
+    # A sync speak it overtook reports itself interrupted, and finishes before the stop does.
+    session.interrupt_epoch += 1
+    await end_session(
+        ctx.services, session, StopReason.REQUESTED, cmd, detail=cmd.reason, speech_grace=5.0
+    )
 
 
 def account_billing(services: Services, session: Session) -> None:
@@ -182,6 +187,7 @@ async def end_session(
     *,
     detail: str | None = None,
     call_heygen: bool = True,
+    speech_grace: float = 0.0,
 ) -> None:
     """Stop a session for any reason (request, policy, error, shutdown) and report its usage."""
     session.transition(SessionState.STOPPING)
@@ -190,6 +196,10 @@ async def end_session(
         # Already gone on HeyGen's side means nothing is left to bill.
         with contextlib.suppress(SessionClosedError):
             await services.heygen.stop(session.heygen_session_id)
+    if session.speaks_running and speech_grace:
+        # HeyGen answers a pending sync task once the session stops: let its events go first.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(session.speaks_done.wait(), speech_grace)
     billed = session.billed_seconds()
     session.transition(SessionState.STOPPED)
     services.registry.remove(session.session_id)

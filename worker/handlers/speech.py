@@ -21,6 +21,17 @@ SLOWEST_CHARS_PER_S = 4.0
 
 async def speak(cmd: SessionSpeak, ctx: CommandContext) -> None:
     session = ctx.session(cmd.session_id)
+    session.speaks_running += 1
+    session.speaks_done.clear()
+    try:
+        await _speak(cmd, ctx, session)
+    finally:
+        session.speaks_running -= 1
+        if not session.speaks_running:
+            session.speaks_done.set()
+
+
+async def _speak(cmd: SessionSpeak, ctx: CommandContext, session: Session) -> None:
     if session.state not in SPEAKABLE:
         raise Rejected(RejectCode.WRONG_STATE, f"session {cmd.session_id} is {session.state}")
     assert session.heygen_session_id is not None
@@ -137,10 +148,11 @@ async def interrupt(cmd: SessionInterrupt, ctx: CommandContext) -> None:
     if session.state not in SPEAKABLE:
         raise Rejected(RejectCode.WRONG_STATE, f"session {cmd.session_id} is {session.state}")
     assert session.heygen_session_id is not None
+    # Bumped before the call: a sync speak it cuts may get HeyGen's answer before ours.
+    session.interrupt_epoch += 1
     await ctx.heygen.interrupt(session.heygen_session_id, deadline=ctx.deadline)
     session.touch()
     # Interrupt ends the current speech and drops HeyGen's queue: no estimated finishes follow.
-    session.interrupt_epoch += 1
     session.cancel_speech_timers()
     session.speaking_until = 0.0
     _settle_state(session)

@@ -78,6 +78,9 @@ class Session:
     characters: int = 0
     # Bumped by every interrupt, so a sync speak can tell it was cut short.
     interrupt_epoch: int = 0
+    # Speak handlers running now; a stop waits for them so session.stopped comes last.
+    speaks_running: int = 0
+    speaks_done: asyncio.Event = field(default_factory=asyncio.Event)
     speaking_until: float = 0.0
     speech_timers: list[asyncio.TimerHandle] = field(default_factory=list)
     # Serialises (assign seq, publish) so consumers see seq in publish order.
