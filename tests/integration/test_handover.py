@@ -60,7 +60,7 @@ async def test_sessions_survive_the_owner_going_away(
             after = await producer.call(SessionSpeak(session_id=session_id, text="after"))
             assert after.type == "speech.started"
             assert after.worker_id == "replica-b"
-            every = sorted(e.seq for e in producer.tap.of(session_id))
+            every = sorted((e.seq or 0) for e in producer.tap.of(session_id))
             assert every == list(range(1, len(every) + 1)), session_id
     finally:
         await standby.shutdown()

@@ -121,8 +121,8 @@ async def test_session_closed_remotely_is_reconnected_and_usable(
     types = [e.type for e in producer.tap.of("phoenix")]
     assert types[-3:] == ["session.reconnecting", "session.reconnected", "command.failed"]
     reconnected = next(e for e in producer.tap.of("phoenix") if e.type == "session.reconnected")
-    assert reconnected.heygen_session_id != old  # type: ignore[union-attr]
-    assert reconnected.access_token  # type: ignore[union-attr]
+    assert reconnected.heygen_session_id != old
+    assert reconnected.access_token
     again = await producer.call(SessionSpeak(session_id="phoenix", text="back again"))
     assert again.type == "speech.started"
     seqs = [e.seq for e in producer.tap.of("phoenix")]

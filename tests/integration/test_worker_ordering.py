@@ -5,8 +5,6 @@ from __future__ import annotations
 import itertools
 import time
 
-import pytest
-
 from contracts.commands import SessionInterrupt, SessionSpeak, SessionStop
 from contracts.common import TaskMode
 from contracts.events import CommandRejected, SessionStopped, SpeechFinished, SpeechStarted

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonschema  # type: ignore[import-untyped]  # no stubs in the dev dependencies
+import jsonschema
 import pytest
 import yaml
 from pydantic import SecretStr

@@ -36,7 +36,7 @@ async def test_one_key_runs_in_order_and_keys_run_concurrently() -> None:
     await other
     assert log == ["start a1", "start b1", "end b1"]
     gate.set()
-    assert await asyncio.gather(first, second) == ["a1", "a2"]
+    assert list(await asyncio.gather(first, second)) == ["a1", "a2"]
     assert log[3:] == ["end a1", "start a2", "end a2"]
     assert boxes.queued("a") == 0
 
