@@ -107,7 +107,8 @@ class Worker:
         self.services = self._services(heygen, publisher)
         self.handover = Handover(
             self.services,
-            StateStream(self._consume_conn, publisher),
+            # Not on the consuming connection: a stream mishap must not close the partitions'.
+            StateStream(self._publish_conn, publisher),
             s.worker_id,
             refresh_s=s.snapshot_refresh_s,
             drain_wait_s=s.shutdown_grace_s + 5,

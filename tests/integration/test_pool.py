@@ -175,3 +175,27 @@ async def test_partitions_owned_comes_from_the_management_api(worker: Worker) ->
         await asyncio.sleep(0.1)
     assert worker.owned_partitions == {0, 1}
     assert worker.metrics.partitions_owned._value.get() == 2
+
+
+async def test_a_create_whose_answer_was_lost_is_answered_again_not_rebilled(
+    producer: Producer, simulator: RunningSimulator, worker: Worker
+) -> None:
+    create_once = create("again")
+    await producer.call(create_once)
+    assert worker.services is not None
+    assert worker.dispatcher is not None
+    # As after a publish that was never confirmed: nothing remembers answering it.
+    worker.dispatcher._finished = type(worker.dispatcher._finished)(10)
+    session = worker.services.registry.get("again")
+    assert session is not None
+    session.recent_commands.clear()
+    await producer.send(create_once)
+    ready = await producer.tap.wait_count(
+        lambda e: e.type == "session.ready" and e.causation_id == create_once.command_id, 2
+    )
+    created = [e for e in producer.tap.of("again") if isinstance(e, SessionCreated)]
+    assert len(created) == 2
+    assert created[0].heygen_session_id == created[1].heygen_session_id
+    assert created[1].access_token == created[0].access_token
+    assert len(ready) == 2
+    assert (await simulator.admin.stats()).calls.get("streaming.new") == 1

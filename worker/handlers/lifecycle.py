@@ -72,6 +72,10 @@ def _ice_servers(new: NewSession) -> list[dict[str, object]] | None:
 async def create_session(cmd: SessionCreate, ctx: CommandContext) -> None:
     registry = ctx.services.registry
     existing = registry.get(cmd.session_id)
+    if existing is not None and existing.profile.command_id == cmd.command_id and existing.live:
+        # This very create again (its answer was lost): answer it again, create nothing.
+        await _answer_again(ctx, existing)
+        return
     if existing is not None and existing.state is not SessionState.STOPPED:
         raise Rejected(RejectCode.SESSION_EXISTS, f"session {cmd.session_id} already exists")
     if existing is not None:
@@ -105,18 +109,29 @@ async def create_session(cmd: SessionCreate, ctx: CommandContext) -> None:
     created.labels(outcome="ok").inc()
     session.heygen_session_id = new.session_id
     session.billing_started_at = time.monotonic()
-    await ctx.emit(
-        SessionCreated,
-        session,
-        version=cmd.version,
-        owner=ctx.principal,
-        idle_timeout_s=int(session.idle_timeout_s),
-        max_duration_s=int(session.max_duration_s),
-        **connection_fields(new),
-    )
+    session.connection = connection_fields(new)
+    await _announce(ctx, session)
     if cmd.version is StreamingVersion.V1:
         return  # v1 waits for the client's SDP answer in session.start
     await _start(ctx, session, None)
+
+
+async def _announce(ctx: CommandContext, session: Session) -> None:
+    await ctx.emit(
+        SessionCreated,
+        session,
+        version=session.profile.version,
+        owner=session.owner,
+        idle_timeout_s=int(session.idle_timeout_s),
+        max_duration_s=int(session.max_duration_s),
+        **(session.connection or {"heygen_session_id": session.heygen_session_id}),
+    )
+
+
+async def _answer_again(ctx: CommandContext, session: Session) -> None:
+    await _announce(ctx, session)
+    if session.state in (SessionState.READY, SessionState.SPEAKING):
+        await ctx.emit(SessionReady, session, heygen_session_id=session.heygen_session_id)
 
 
 async def start_session(cmd: SessionStart, ctx: CommandContext) -> None:

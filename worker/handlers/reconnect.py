@@ -64,6 +64,7 @@ async def reconnect(
         )
         new = await _replace(services, session)
         if new is not None:
+            session.connection = connection_fields(new)
             session.touch()
             session.transition(SessionState.READY)
             metrics.reconnects_total.labels(outcome="ok").inc()
@@ -73,7 +74,7 @@ async def reconnect(
                 cause=cause,
                 attempt=attempt,
                 previous_heygen_session_id=previous,
-                **connection_fields(new),
+                **session.connection,
             )
             services.watch(session)
             return True

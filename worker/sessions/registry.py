@@ -27,7 +27,8 @@ class Registry:
         `force` adopts one taken over from another replica whatever the count."""
         if session.session_id in self._index:
             raise KeyError(f"session {session.session_id} already registered")
-        if not force and session.live and self.live_count() >= self.max_sessions:
+        # Stopped sessions leave at once, so the index size is the live count: O(1).
+        if not force and session.live and len(self._index) >= self.max_sessions:
             raise CapacityExceeded(f"this worker holds its maximum of {self.max_sessions} sessions")
         self._index[session.session_id] = session
         self._partitions.setdefault(session.partition, {})[session.session_id] = session

@@ -8,6 +8,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from contracts.commands import SessionCreate
 from contracts.common import SessionState
@@ -51,6 +52,8 @@ class Session:
     max_duration_s: float
     state: SessionState = SessionState.CREATING
     heygen_session_id: str | None = None
+    # What session.created / session.reconnected carried, to answer a redelivered create.
+    connection: dict[str, Any] | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started_at: float = field(default_factory=time.monotonic)
     # HeyGen counts tasks, keep-alives and interrupts as activity; our idle policy counts speech.
