@@ -1,0 +1,122 @@
+"""Fault-suite harness: a private RabbitMQ node (restartable, killable), a vhost on it per
+test, the simulator, worker processes, and a checker whose figures are printed per test and in
+a table at the end of the session."""
+
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from simulator.server import RunningSimulator, running_simulator
+from tests.integration.conftest import WorkerProcess, worker_process
+from tests.reliability.checker import Checker, Report
+from tests.reliability.rabbit_node import RabbitNode, available
+from tests.reliability.traffic import ResilientProducer
+
+REPORTS: list[Report] = []
+
+# Quick enough for tests: ownership polled often, publishes bounded, short drain.
+WORKER_ENV = {
+    "WORKER_PARTITIONS": "2",
+    "WORKER_OWNERSHIP_POLL_S": "0.5",
+    "WORKER_PUBLISH_TIMEOUT_S": "3",
+    "WORKER_SHUTDOWN_GRACE_S": "3",
+    "LOG_LEVEL": "INFO",
+}
+
+
+@pytest.fixture(scope="session")
+def rabbit_node() -> Iterator[RabbitNode]:
+    """Started once for the session (~10 s); stopped at the end."""
+    if not available():
+        pytest.skip("rabbitmq-server or openssl not installed")
+    with tempfile.TemporaryDirectory(prefix="hsw-faults-") as base:
+        node = RabbitNode(Path(base))
+        node.start()
+        try:
+            yield node
+        finally:
+            node.stop()
+
+
+@pytest.fixture
+async def node_url(rabbit_node: RabbitNode) -> AsyncIterator[str]:
+    """A fresh vhost on the private node, deleted afterwards."""
+    vhost = f"faults-{uuid.uuid4().hex[:10]}"
+    async with httpx.AsyncClient(
+        base_url=rabbit_node.mgmt_url, auth=("guest", "guest"), timeout=30
+    ) as mgmt:
+        (await mgmt.put(f"/api/vhosts/{vhost}")).raise_for_status()
+        perms = {"configure": ".*", "write": ".*", "read": ".*"}
+        (await mgmt.put(f"/api/permissions/{vhost}/guest", json=perms)).raise_for_status()
+        try:
+            yield rabbit_node.amqp_url(vhost)
+        finally:
+            with contextlib.suppress(httpx.HTTPError):
+                await mgmt.delete(f"/api/vhosts/{vhost}")
+
+
+@pytest.fixture
+def simulator_overrides() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+async def simulator(simulator_overrides: dict[str, Any]) -> AsyncIterator[RunningSimulator]:
+    async with running_simulator(port=0, **simulator_overrides) as sim:
+        yield sim
+
+
+@pytest.fixture
+def checker(request: pytest.FixtureRequest) -> Checker:
+    return Checker(request.node.name)
+
+
+@pytest.fixture
+async def producer(node_url: str, checker: Checker) -> AsyncIterator[ResilientProducer]:
+    """Start it after a worker is up (the worker declares the topology)."""
+    producer = ResilientProducer(node_url, checker)
+    try:
+        yield producer
+    finally:
+        await producer.close()
+
+
+@contextlib.asynccontextmanager
+async def node_worker(
+    rabbit_node: RabbitNode,
+    amqp_url: str,
+    sim: RunningSimulator,
+    log_path: Path,
+    **env: str,
+) -> AsyncIterator[WorkerProcess]:
+    """A worker process on the private node, ready; killed at the end if still running."""
+    settings = {**WORKER_ENV, "RABBITMQ_MANAGEMENT_URL": rabbit_node.mgmt_url, **env}
+    async with worker_process(amqp_url, sim, log_path, **settings) as process:
+        await process.wait_ready(30)
+        yield process
+
+
+async def finish(checker: Checker, sim: RunningSimulator, timeout: float = 60) -> Report:
+    """Wait for every command's answer, then compute, print and keep the figures."""
+    await checker.wait_answered(timeout)
+    report = checker.report(await sim.admin.stats())
+    print("\n" + report.line())
+    REPORTS.append(report)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if REPORTS:
+        terminalreporter.section("reliability figures")
+        for report in REPORTS:
+            terminalreporter.write_line(report.line())

@@ -1,0 +1,57 @@
+"""One fault scenario: a worker process and mixed traffic on the private node, a fault in the
+middle, then every command must be answered and nothing done twice at HeyGen."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from simulator.server import RunningSimulator
+from tests.integration.conftest import WorkerProcess
+from tests.reliability.checker import Checker, Report
+from tests.reliability.conftest import finish, node_worker
+from tests.reliability.rabbit_node import RabbitNode
+from tests.reliability.traffic import ResilientProducer, Traffic
+
+Fault = Callable[[WorkerProcess], Awaitable[None]]
+
+
+async def run_scenario(
+    rabbit_node: RabbitNode,
+    node_url: str,
+    simulator: RunningSimulator,
+    checker: Checker,
+    producer: ResilientProducer,
+    tmp_path: Path,
+    fault: Fault,
+    *,
+    sessions: int = 6,
+    rate_hz: float = 30,
+    settle_s: float = 2,
+    **env: str,
+) -> Report:
+    """Traffic before, during and after `fault(worker)`; the worker must be ready again after."""
+    names = [f"{checker.name[:20]}-{i}" for i in range(sessions)]
+    async with node_worker(rabbit_node, node_url, simulator, tmp_path / "w1.log", **env) as w:
+        await producer.start()
+        traffic = Traffic(producer, names, rate_hz=rate_hz)
+        await traffic.open_sessions()
+        traffic.start()
+        await asyncio.sleep(1)
+        await fault(w)
+        await asyncio.sleep(settle_s)
+        await traffic.stop()
+        await traffic.close_sessions()
+        report = await finish(checker, simulator)
+        await w.wait_ready(30)
+        assert w.process.returncode is None, w.log()
+    return report
+
+
+def assert_clean(report: Report) -> None:
+    assert not report.lost, report.line() + f"\nlost: {report.lost[:10]}"
+    assert report.duplicate_speaks == 0, report.line()
+    assert report.duplicate_creates == 0, report.line()
+    assert report.orphans_live == 0, report.line()
+    assert not report.unexpected, report.unexpected[:10]
