@@ -265,6 +265,7 @@ class Worker:
         """
         while True:
             owned = await probe.owned()
+            self.metrics.broker_api_up.set(owned is not None)
             if owned is not None:
                 self.owned_partitions = owned
                 self.metrics.partitions_owned.set(len(owned))

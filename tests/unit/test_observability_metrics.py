@@ -41,6 +41,7 @@ EXPECTED = {
     "heygen_worker_bus_connected": ("gauge", {"connection"}),
     "heygen_worker_partitions_owned": ("gauge", set()),
     "heygen_worker_dead_letter_queue_messages": ("gauge", set()),
+    "heygen_worker_broker_api_up": ("gauge", set()),
     "heygen_worker_partitions": ("gauge", set()),
     "heygen_worker_max_sessions": ("gauge", set()),
     "heygen_worker_build": ("info", {"version", "python"}),

@@ -245,6 +245,12 @@ class Metrics:
             "Command partitions on which this replica's consumer is the active one.",
             registry=registry,
         )
+        self.broker_api_up = Gauge(
+            "heygen_worker_broker_api_up",
+            "1 when the RabbitMQ management API answered the last ownership poll; partitions"
+            " owned and the dead-letter depth are stale while it is 0.",
+            registry=registry,
+        )
         self.dead_letter_queue_messages = Gauge(
             "heygen_worker_dead_letter_queue_messages",
             "Messages waiting in avatar.commands.dead, including those the broker dead-lettered"
