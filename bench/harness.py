@@ -52,6 +52,13 @@ async def rabbit_vhost(prefix: str) -> AsyncIterator[str]:
             await mgmt.delete(f"/api/vhosts/{vhost}")
 
 
+async def rabbitmq_version() -> str:
+    auth = (RABBIT_USER, RABBIT_PASSWORD)
+    async with httpx.AsyncClient(base_url=RABBIT_MGMT, auth=auth, timeout=10) as mgmt:
+        overview = (await mgmt.get("/api/overview")).json()
+    return str(overview.get("rabbitmq_version", "unknown"))
+
+
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec: SIGKILL it when the benchmark process dies.
     libc = ctypes.CDLL(None, use_errno=True)

@@ -8,308 +8,61 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import signal
 import sys
 import tempfile
-import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
-from dataclasses import dataclass, field, replace
-from functools import partial
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import aio_pika
 import httpx
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from bench import harness, stats
-from bench.harness import Child
 from bench.keepalive_report import REPO, SMOKE, Params, Report
+from bench.keepalive_rig import BenchmarkAborted, Rig, create_all, running_rig
 from bench.results import append_section, machine, now_utc, revision
-from bench.sampler import Phase, Prober, Sampler
-from contracts.client import publish_command
-from contracts.codec import decode_event
-from contracts.commands import SessionCreate
-from contracts.events import CommandFailed, CommandRejected, SessionStopped
-from contracts.topology import EVENTS_EXCHANGE, event_binding_keys
+from bench.sampler import Phase, Sampler
 from simulator.admin import SimulatorAdmin
 
-API_KEY = "bench-key"
-AVATAR = "Wayne_20240711"
-PUBLISHERS = 8
-WATCHED_EVENTS = (
-    "session.ready",
-    "session.stopped",
-    "session.reconnecting",
-    "session.keepalive_failed",
-    "command.rejected",
-    "command.failed",
-)
-# Variables of ours that must not leak in from the caller's environment.
-OWN_PREFIXES = ("HEYGEN_", "WORKER_", "AMQP_", "SIMULATOR_", "METRICS_", "LOG_LEVEL")
+
+@dataclass(frozen=True)
+class Provenance:
+    """Taken before anything starts: the code may change while a long run goes on."""
+
+    started: str
+    revision: str
+    machine: dict[str, str]
+    log_dir: Path
 
 
-class BenchmarkAborted(RuntimeError):
-    pass
-
-
-@dataclass
-class Fleet:
-    """The sessions asked for and what the worker said about them (from routing keys)."""
-
-    expected: int
-    slots: asyncio.Semaphore
-    published: dict[str, float] = field(default_factory=dict)
-    ready: dict[str, float] = field(default_factory=dict)
-    failures: dict[str, str] = field(default_factory=dict)
-    events: Counter[str] = field(default_factory=Counter)
-    settled: set[str] = field(default_factory=set)
-    all_settled: asyncio.Event = field(default_factory=asyncio.Event)
-    last_progress: float = field(default_factory=time.monotonic)
-
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
-        # Routing key: "<event type>.<session id>"; session ids hold no dot.
-        event_type, _, session_id = (message.routing_key or "").rpartition(".")
-        if event_type == "session.ready":
-            self.ready.setdefault(session_id, time.monotonic())
-            self._settle(session_id)
-            return
-        event = decode_event(message.body, content_type=message.content_type)
-        if isinstance(event, SessionStopped):
-            self.events[f"session.stopped ({event.reason})"] += 1
-        else:
-            self.events[event_type] += 1
-        if isinstance(event, CommandRejected | CommandFailed) and session_id not in self.ready:
-            self.failures[session_id] = f"{event.type}: {event.message}"
-            self._settle(session_id)
-
-    def _settle(self, session_id: str) -> None:
-        if session_id in self.published and session_id not in self.settled:
-            self.settled.add(session_id)
-            self.last_progress = time.monotonic()
-            self.slots.release()
-            if len(self.settled) == self.expected:
-                self.all_settled.set()
-
-
-@dataclass
-class Rig:
-    params: Params
-    simulator: Child
-    worker: Child
-    simulator_url: str
-    metrics_url: str
-    channel: AbstractChannel
-    fleet: Fleet
-    sampler: Sampler
-    prober: Prober
-    phase: str = "starting"
-    began: float = field(default_factory=time.monotonic)
-
-    def enter(self, phase: str) -> None:
-        """Name what the run is doing now (for progress, and for an abort's message)."""
-        self.phase = phase
-        print(f"[{time.monotonic() - self.began:6.1f} s] {phase}", file=sys.stderr, flush=True)
-
-    def check_alive(self) -> None:
-        self.simulator.check_alive()
-        self.worker.check_alive()
-
-    async def wait(self, seconds: float) -> None:
-        """Sleep, failing fast if a process dies meanwhile."""
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            self.check_alive()
-            await asyncio.sleep(min(left, 1.0))
-
-
-def _environment(source: Path, **ours: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_PREFIXES)}
-    # The measured tree's packages first (a stale editable install could shadow them).
-    path = os.pathsep.join(p for p in (str(source), env.get("PYTHONPATH")) if p)
-    return {**env, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **ours}
-
-
-# Run from the measured tree (cwd first on sys.path), so another checkout can be compared.
-SIMULATOR_ARGV = [sys.executable, "-m", "simulator"]
-WORKER_ARGV = [sys.executable, "-c", "from worker.app import run_worker; run_worker()"]
-
-
-async def _rabbitmq_version() -> str:
-    auth = (harness.RABBIT_USER, harness.RABBIT_PASSWORD)
-    async with httpx.AsyncClient(base_url=harness.RABBIT_MGMT, auth=auth, timeout=10) as mgmt:
-        overview = (await mgmt.get("/api/overview")).json()
-    return str(overview.get("rabbitmq_version", "unknown"))
-
-
-@contextlib.asynccontextmanager
-async def _rig(params: Params, log_dir: Path) -> AsyncIterator[Rig]:
-    """RabbitMQ vhost, simulator, worker, event subscription and sampler; all torn down after."""
-    async with AsyncExitStack() as stack:
-        amqp_url = await stack.enter_async_context(harness.rabbit_vhost("bench-keepalive"))
-        sim_port, metrics_port = harness.free_port(), harness.free_port()
-        simulator_url = f"http://127.0.0.1:{sim_port}"
-        # Room for every request of a slow run (creation spanning many intervals); the report
-        # says how much of the log was kept.
-        log_size = params.sessions * (40 + 2 * params.intervals)
-        simulator = await stack.enter_async_context(
-            harness.child_process(
-                "simulator",
-                SIMULATOR_ARGV,
-                _environment(
-                    params.source,
-                    SIMULATOR_HOST="127.0.0.1",
-                    SIMULATOR_PORT=str(sim_port),
-                    SIMULATOR_API_KEYS=API_KEY,
-                    SIMULATOR_CONCURRENCY_LIMIT=str(params.sessions + 100),
-                    SIMULATOR_IDLE_TIMEOUT_OVERRIDE_S=f"{params.idle_timeout_s:g}",
-                    SIMULATOR_REQUEST_LOG_SIZE=str(log_size),
-                    SIMULATOR_LOG_LEVEL="WARNING",
-                ),
-                log_dir / "simulator.log",
-                params.source,
-            )
-        )
-        admin = await stack.enter_async_context(SimulatorAdmin(simulator_url, timeout=120))
-
-        async def simulator_up() -> bool:
-            await admin.stats(include_requests=False)
-            return True
-
-        await harness.wait_until("simulator", simulator_up, simulator, 30)
-        worker_env = _environment(
-            params.source,
-            AMQP_URL=amqp_url,
-            HEYGEN_API_KEY=API_KEY,
-            HEYGEN_BASE_URL=simulator_url,
-            WORKER_MAX_SESSIONS=str(params.sessions + 100),
-            WORKER_KEEPALIVE_INTERVAL_S=f"{params.interval_s:g}",
-            WORKER_IDLE_TIMEOUT_S="86400",
-            WORKER_MAX_DURATION_S="86400",
-            WORKER_PARTITIONS="8",
-            WORKER_SHUTDOWN_GRACE_S="2",
-            WORKER_ID="bench-worker",
-            METRICS_HOST="127.0.0.1",
-            METRICS_PORT=str(metrics_port),
-            LOG_LEVEL="WARNING",
-            **params.worker_env,
-        )
-        worker = await stack.enter_async_context(
-            harness.child_process(
-                "worker", WORKER_ARGV, worker_env, log_dir / "worker.log", params.source
-            )
-        )
-        metrics_url = f"http://127.0.0.1:{metrics_port}"
-        http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
-
-        async def worker_up() -> bool:
-            return (await http.get(f"{metrics_url}/readyz")).status_code == 200
-
-        await harness.wait_until("worker", worker_up, worker, 60)
-        connection = await aio_pika.connect_robust(amqp_url)
-        stack.push_async_callback(connection.close)
-        fleet = Fleet(params.sessions, asyncio.Semaphore(params.create_concurrency))
-        events_channel = await connection.channel()
-        exchange = await events_channel.declare_exchange(
-            EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        queue = await events_channel.declare_queue("", exclusive=True, auto_delete=True)
-        for key in event_binding_keys(types=WATCHED_EVENTS):
-            await queue.bind(exchange, routing_key=key)
-        await queue.consume(fleet.on_message, no_ack=True)
-        pids = {"worker": worker.pid, "simulator": simulator.pid, "bench": os.getpid()}
-        rabbit = harness.find_pid("beam.smp")
-        pids["rabbitmq"] = rabbit if rabbit is not None else os.getpid()
-        sampler = Sampler("worker", pids)
-        channel = await connection.channel(publisher_confirms=True)
-        probe_exchange = await channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
-
-        async def confirmed_publish() -> object:
-            # Routed nowhere; the broker still confirms it: its own answering time.
-            return await probe_exchange.publish(aio_pika.Message(b"probe"), "bench.probe")
-
-        prober = Prober(
-            {
-                "worker": partial(http.get, f"{metrics_url}/healthz"),
-                "simulator": partial(http.get, f"{simulator_url}/_admin/config"),
-                "rabbitmq": confirmed_publish,
-            }
-        )
-        for task in (asyncio.create_task(sampler.run()), asyncio.create_task(prober.run())):
-            stack.callback(task.cancel)
-        yield Rig(
-            params, simulator, worker, simulator_url, metrics_url, channel, fleet, sampler, prober
-        )
-
-
-async def _create_all(rig: Rig) -> None:
-    """Publish every session.create, at most `create_concurrency` unanswered at a time.
-
-    Creates that get no answer at all stall it: after `stall_s` without one, the unanswered
-    are counted as failures and the benchmark goes on with the sessions it has.
-    """
-    fleet = rig.fleet
-    stall_s = max(30.0, 3 * rig.params.interval_s)
-    fleet.last_progress = time.monotonic()
-    ids = iter(f"bench-{i:06d}" for i in range(rig.params.sessions))
-
-    async def publisher() -> None:
-        for session_id in ids:
-            await fleet.slots.acquire()
-            fleet.published[session_id] = time.monotonic()
-            await publish_command(
-                rig.channel, SessionCreate(session_id=session_id, avatar_id=AVATAR)
-            )
-
-    publishers = [asyncio.create_task(publisher()) for _ in range(PUBLISHERS)]
-    try:
-        while not fleet.all_settled.is_set():
-            rig.check_alive()
-            for task in publishers:
-                if task.done() and task.exception() is not None:
-                    raise BenchmarkAborted("publishing failed") from task.exception()
-            if time.monotonic() - fleet.last_progress > stall_s:
-                for session_id in fleet.published.keys() - fleet.settled:
-                    fleet.failures[session_id] = f"no answer within {stall_s:g} s"
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(fleet.all_settled.wait(), 1.0)
-    finally:
-        for task in publishers:
-            task.cancel()
-
-
-async def _measure(rig: Rig, log_dir: Path) -> Report:
-    params, fleet, sampler = rig.params, rig.fleet, rig.sampler
+async def _measure(setup: Rig, provenance: Provenance) -> Report:
+    params, fleet, sampler = setup.params, setup.fleet, setup.sampler
     start = sampler.mark()
     rss_start = start.rss_kib
-    rig.enter(f"creating {params.sessions} sessions")
-    await _create_all(rig)
+    setup.enter(f"creating {params.sessions} sessions")
+    await create_all(setup)
     created = sampler.mark()
-    rig.enter(f"{len(fleet.ready):,} sessions ready, {len(fleet.failures):,} failed")
+    setup.enter(f"{len(fleet.ready):,} sessions ready, {len(fleet.failures):,} failed")
     creation_s = max(fleet.ready.values(), default=created.at) - min(fleet.published.values())
-    rig.enter(f"holding for {params.hold_s:g} s")
-    await rig.wait(params.hold_s)
+    setup.enter(f"holding for {params.hold_s:g} s")
+    await setup.wait(params.hold_s)
     held = sampler.mark()
-    rig.enter("collecting results")
-    async with SimulatorAdmin(rig.simulator_url, timeout=120) as admin:
+    setup.enter("collecting results")
+    async with SimulatorAdmin(setup.simulator_url, timeout=120) as admin:
         sim = await admin.stats()
     async with httpx.AsyncClient(timeout=30) as http:
-        exposition = (await http.get(f"{rig.metrics_url}/metrics")).text
+        exposition = (await http.get(f"{setup.metrics_url}/metrics")).text
     samples = stats.scrape(exposition)
     buckets = stats.histogram_buckets(samples, "heygen_worker_keepalive_lateness_seconds")
     gaps = stats.activity_gaps(sim.requests)
-    _dump(log_dir, sim.model_dump_json(), exposition, sampler)
+    _dump(provenance.log_dir, sim.model_dump_json(), exposition, sampler)
     ready = fleet.ready
     return Report(
         params=params,
-        machine=machine(),
-        rabbitmq_version=await _rabbitmq_version(),
-        revision=revision(params.source),
-        started=now_utc(),
+        machine=provenance.machine,
+        rabbitmq_version=await harness.rabbitmq_version(),
+        revision=provenance.revision,
+        started=provenance.started,
         ready=len(ready),
         create_failures=dict(fleet.failures),
         creation_s=creation_s,
@@ -323,7 +76,7 @@ async def _measure(rig: Rig, log_dir: Path) -> Report:
         create_phase=Phase.between(start, created),
         hold_phase=Phase.between(created, held),
         responsiveness={
-            phase: {name: rig.prober.between(name, a, b) for name in rig.prober.timings}
+            phase: {name: setup.prober.between(name, a, b) for name in setup.prober.timings}
             for phase, a, b in (("creating", start, created), ("holding", created, held))
         },
         keepalives_by_outcome=stats.by_label(samples, "heygen_worker_keepalives_total", "outcome"),
@@ -342,7 +95,7 @@ async def _measure(rig: Rig, log_dir: Path) -> Report:
             s.closed_reason for s in sim.sessions.values() if s.closed_reason is not None
         ),
         worker_events=fleet.events,
-        log_dir=str(log_dir),
+        log_dir=str(provenance.log_dir),
     )
 
 
@@ -363,15 +116,16 @@ def _dump(log_dir: Path, simulator_stats: str, exposition: str, sampler: Sampler
 async def run(params: Params, log_dir: Path | None = None) -> Report:
     """The whole benchmark, bounded by `params.deadline_s`; every process is gone on return."""
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-keepalive-"))
-    rig: Rig | None = None
+    provenance = Provenance(now_utc(), revision(params.source), machine(), log_dir)
+    setup: Rig | None = None
     bound = asyncio.timeout(params.deadline_s)
     try:
-        async with bound, _rig(params, log_dir) as rig:
-            return await _measure(rig, log_dir)
+        async with bound, running_rig(params, log_dir) as setup:
+            return await _measure(setup, provenance)
     except TimeoutError as exc:
         if not bound.expired():
             raise
-        phase = rig.phase if rig is not None else "starting"
+        phase = setup.phase if setup is not None else "starting"
         raise BenchmarkAborted(
             f"aborted: still {phase} after the {params.deadline_s:g} s bound "
             f"(process logs in {log_dir})"
@@ -431,7 +185,7 @@ def _parse(argv: list[str] | None) -> tuple[Params, bool]:
     args = parser.parse_args(argv)
     worker_env = dict(item.split("=", 1) for item in args.worker_env)
     if args.smoke:
-        return replace(SMOKE, worker_env=worker_env, source=args.source), False
+        return replace(SMOKE, worker_env=worker_env, source=args.source.resolve()), False
     params = Params(
         sessions=args.sessions,
         interval_s=args.interval,
@@ -465,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     except (BenchmarkAborted, harness.ChildExited) as exc:
         print(f"keep-alive scale: {exc}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print(
+            "keep-alive scale: interrupted (every process it started is stopped)", file=sys.stderr
+        )
+        return 130
     print(report.table())
     if record:
         append_section(report.markdown())

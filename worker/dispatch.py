@@ -133,6 +133,13 @@ class Dispatcher:
                 consumer_span(kind, delivery.headers, command.command_id, _session_id(command)),
             ):
                 outcome, disposition = await self._execute(command, delivery)
+                log.log(
+                    logging.DEBUG if outcome == "ok" else logging.INFO,
+                    "%s %s in %.1f ms",
+                    kind,
+                    outcome,
+                    (time.monotonic() - received) * 1000,
+                )
         finally:
             del self._in_flight[command.command_id]
             del self._in_flight_partition[command.command_id]

@@ -82,10 +82,8 @@ class SessionPool:
         if session.keepalive_in_flight:
             keepalive_due = now + KEEPALIVE_RETRY_S  # look again; the answer reschedules it
         elif now >= keepalive_due and session.state in KEEPALIVE_STATES:
-            # Lateness against the moment it became due, so a slow loop shows up in the metric.
-            self._services.metrics.keepalive_lateness_seconds.observe(now - keepalive_due)
             session.keepalive_in_flight = True
-            self._services.spawn(self._keepalive(session))
+            self._services.spawn(self._keepalive(session, keepalive_due))
             keepalive_due = now + KEEPALIVE_RETRY_S
         next_due = min(
             keepalive_due,
@@ -113,17 +111,19 @@ class SessionPool:
             )
         )
 
-    async def _keepalive(self, session: Session) -> None:
+    async def _keepalive(self, session: Session, due: float) -> None:
         try:
-            await self._keepalive_once(session)
+            await self._keepalive_once(session, due)
         finally:
             session.keepalive_in_flight = False
 
-    async def _keepalive_once(self, session: Session) -> None:
+    async def _keepalive_once(self, session: Session, due: float) -> None:
         metrics = self._services.metrics
         async with self._keepalive_slots:
             if session.state not in KEEPALIVE_STATES or session.heygen_session_id is None:
                 return
+            # Measured as it is sent, after any wait for a slot: a backlog shows up here.
+            metrics.keepalive_lateness_seconds.observe(time.monotonic() - due)
             try:
                 await self._services.heygen.keep_alive(session.heygen_session_id)
             except SessionClosedError as exc:

@@ -196,6 +196,5 @@ async def test_a_create_whose_answer_was_lost_is_answered_again_not_rebilled(
     created = [e for e in producer.tap.of("again") if isinstance(e, SessionCreated)]
     assert len(created) == 2
     assert created[0].heygen_session_id == created[1].heygen_session_id
-    assert created[1].access_token == created[0].access_token
     assert len(ready) == 2
     assert (await simulator.admin.stats()).calls.get("streaming.new") == 1

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from aio_pika.abc import AbstractIncomingMessage
 
 from contracts.codec import decode_event
-from contracts.commands import CommandBase, SessionCreate, SessionSpeak
+from contracts.commands import CommandBase, SessionSpeak
 from contracts.events import CommandFailed, Event, SessionCreated, SessionReconnected
 from simulator.admin import SimulatorStats
 
@@ -146,8 +146,9 @@ class Checker:
             code = f":{getattr(first, 'code', '')}" if first.type.startswith("command.") else ""
             report.outcomes[f"{self.commands[command_id].type}->{first.type}{code}"] += 1
             if len(answers) > 1:
+                described = [f"{a.type}:{getattr(a, 'code', '')}:{a.seq}" for a in answers]
                 report.unexpected.append(
-                    f"{command_id} answered {len(answers)} times: {[a.type for a in answers]}"
+                    f"{self.commands[command_id]} answered {len(answers)} times: {described}"
                 )
         for event in self.events.values():
             cause = event.causation_id
@@ -166,9 +167,11 @@ class Checker:
         maybe_ran: Counter[str] = Counter()
         for command_id, answers in terminals.items():
             sent = self.commands[command_id]
-            if sent.type == "session.speak" and sent.session_id is not None:
-                if any(a.type == "speech.started" or isinstance(a, CommandFailed) for a in answers):
-                    maybe_ran[sent.session_id] += 1
+            could_run = any(
+                a.type == "speech.started" or isinstance(a, CommandFailed) for a in answers
+            )
+            if sent.type == "session.speak" and sent.session_id is not None and could_run:
+                maybe_ran[sent.session_id] += 1
         for session_id, heygen_ids in ids.items():
             applied = sum(stats.sessions[h].tasks for h in heygen_ids if h in stats.sessions)
             report.duplicate_speaks += max(0, applied - maybe_ran[session_id])

@@ -3,6 +3,7 @@ so the machine's shared broker is never disturbed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,10 +14,12 @@ import urllib.request
 from base64 import b64encode
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 CTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
-NODE = "hsw-faults@localhost"
+# One node per test session (pid): parallel runs on the machine must not share a node.
+NODE = f"hsw-faults-{os.getpid()}@localhost"
 
 
 def free_port() -> int:
@@ -117,8 +120,6 @@ class RabbitNode:
         return f"http://127.0.0.1:{self.mgmt_port}"
 
     def amqp_url(self, vhost: str = "/", *, tls: bool = False) -> str:
-        from urllib.parse import quote
-
         scheme, port = ("amqps", self.tls_port) if tls else ("amqp", self.amqp_port)
         host = "localhost" if tls else "127.0.0.1"
         return f"{scheme}://guest:guest@{host}:{port}/{quote(vhost, safe='')}"
@@ -188,7 +189,5 @@ class RabbitNode:
         try:
             self.ctl("stop", timeout=60)
         except (RuntimeError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 os.kill(self.os_pid(), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass

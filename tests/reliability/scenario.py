@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import httpx
 
 from simulator.server import RunningSimulator
 from tests.integration.conftest import WorkerProcess
@@ -44,9 +47,32 @@ async def run_scenario(
         await traffic.stop()
         await traffic.close_sessions()
         report = await finish(checker, simulator)
+        if report.lost:
+            print(await broker_view(rabbit_node, node_url))
+            print("lost:", [checker.commands[c] for c in report.lost[:5]])
         await w.wait_ready(30)
         assert w.process.returncode is None, w.log()
     return report
+
+
+async def broker_view(rabbit_node: RabbitNode, amqp_url: str) -> str:
+    """The vhost's queues (ready / unacked / consumers) and channels, for a failure message."""
+    vhost = quote(urlsplit(amqp_url).path[1:], safe="")
+    async with httpx.AsyncClient(
+        base_url=rabbit_node.mgmt_url, auth=("guest", "guest"), timeout=10
+    ) as mgmt:
+        queues = (await mgmt.get(f"/api/queues/{vhost}")).json()
+        consumers = (await mgmt.get(f"/api/consumers/{vhost}")).json()
+    lines = [
+        f"queue {q['name']}: ready={q.get('messages_ready')} "
+        f"unacked={q.get('messages_unacknowledged')} consumers={q.get('consumers')}"
+        for q in queues
+    ]
+    lines += [
+        f"consumer {c['queue']['name']} active={c.get('active')} tag={c['consumer_tag']}"
+        for c in consumers
+    ]
+    return "\n".join(lines)
 
 
 def assert_clean(report: Report) -> None:

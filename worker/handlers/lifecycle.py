@@ -114,6 +114,7 @@ async def create_session(cmd: SessionCreate, ctx: CommandContext) -> None:
     if cmd.version is StreamingVersion.V1:
         return  # v1 waits for the client's SDP answer in session.start
     await _start(ctx, session, None)
+    session.connection = None  # answered and confirmed: ~1 KiB a session, 10 MB at 10,000
 
 
 async def _announce(ctx: CommandContext, session: Session) -> None:
@@ -130,7 +131,10 @@ async def _announce(ctx: CommandContext, session: Session) -> None:
 
 async def _answer_again(ctx: CommandContext, session: Session) -> None:
     await _announce(ctx, session)
-    if session.state in (SessionState.READY, SessionState.SPEAKING):
+    if session.state is SessionState.CREATING and session.profile.version is StreamingVersion.V2:
+        await _start(ctx, session, None)  # the answer was lost before the start: finish it
+        session.connection = None
+    elif session.state in (SessionState.READY, SessionState.SPEAKING):
         await ctx.emit(SessionReady, session, heygen_session_id=session.heygen_session_id)
 
 

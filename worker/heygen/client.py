@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -72,11 +73,11 @@ class HeyGenClient:
         self._max_concurrency = max_concurrency
         self._retry = retry or RetryPolicy()
         self._slots = asyncio.Semaphore(max_concurrency)
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            transport=transport or default_transport(max_concurrency),
-            follow_redirects=False,
-        )
+        # Requests go straight to the transport: AsyncClient.send's URL merging, cookies, auth
+        # and redirect machinery cost twice the transport itself per request.
+        self._transport = transport or default_transport(max_concurrency)
+        self._base = base_url.rstrip("/")
+        self._urls: dict[str, httpx.URL] = {}
 
     def __repr__(self) -> str:
         return (
@@ -96,7 +97,7 @@ class HeyGenClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     # --- endpoints ---------------------------------------------------------------------------
 
@@ -211,20 +212,32 @@ class HeyGenClient:
                 raise HeyGenTimeoutError(
                     "deadline passed before the request was sent", endpoint=endpoint
                 )
-        request = self._http.build_request(
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self._base + path)
+        headers = [("X-Api-Key", self._api_key.get_secret_value()), ("Accept", "application/json")]
+        content = b""
+        if body is not None:
+            content = json.dumps(body, separators=(",", ":")).encode()
+            headers.append(("Content-Type", "application/json"))
+        timeout = httpx.Timeout(budget, connect=min(budget, CONNECT_TIMEOUT))
+        request = httpx.Request(
             method,
-            path,
-            json=body,
-            headers={"X-Api-Key": self._api_key.get_secret_value(), "Accept": "application/json"},
-            timeout=httpx.Timeout(budget, connect=min(budget, CONNECT_TIMEOUT)),
-            extensions={ENDPOINT_EXTENSION: endpoint},
+            url,
+            headers=headers,
+            content=content if body is not None else None,
+            extensions={ENDPOINT_EXTENSION: endpoint, "timeout": timeout.as_dict()},
         )
         holding_slot = False
         try:
             # httpx timeouts are per phase; this bounds the whole attempt, slot wait included.
             async with asyncio.timeout(budget), self._slots:
                 holding_slot = True
-                response = await self._http.send(request)
+                response = await self._transport.handle_async_request(request)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
         except TimeoutError as exc:
             if not holding_slot:
                 raise TransportError(

@@ -42,7 +42,7 @@ class IllegalTransition(RuntimeError):
     pass
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Session:
     session_id: str
     partition: int
