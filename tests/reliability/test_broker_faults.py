@@ -70,7 +70,7 @@ async def test_connections_force_closed_repeatedly(
             await asyncio.sleep(1.5)
 
     report = await run_scenario(
-        rabbit_node, node_url, simulator, checker, producer, tmp_path, fault
+        rabbit_node, node_url, simulator, checker, producer, tmp_path, fault, sessions=4
     )
     assert_clean(report)
 

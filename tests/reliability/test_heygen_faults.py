@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 
 from contracts.commands import SessionCreate
 from simulator.server import RunningSimulator
@@ -41,11 +42,11 @@ async def test_heygen_errors_lose_nothing_and_repeat_no_speak(
         await admin.set_fault("streaming.task", rate=0.03, hang_s=2)
         await admin.set_fault("streaming.keep_alive", rate=0.2, status=500)
         traffic.start()
-        await asyncio.sleep(3)
+        await asyncio.sleep(2)
         # HeyGen drops a session: the worker reconnects it (session.reconnected).
         created = checker.heygen_ids()[names[0]]
         await admin.close_session(next(iter(created)))
-        await asyncio.sleep(2)
+        await asyncio.sleep(1.5)
         # HeyGen's concurrent-session limit: further creates are refused with `capacity`.
         await admin.configure(concurrency_limit=len(names))
         extra = SessionCreate(session_id="hg-over-limit", avatar_id="a")
@@ -79,6 +80,7 @@ def rss_bytes(process: WorkerProcess) -> int:
     return int(match.group(1)) * 1024
 
 
+@pytest.mark.slow
 async def test_slow_heygen_backpressure_bounded(
     rabbit_node: RabbitNode,
     node_url: str,
@@ -113,7 +115,7 @@ async def test_slow_heygen_backpressure_bounded(
                 peak_rss = max(peak_rss, rss_bytes(w))
         await traffic.stop()
         await simulator.admin.configure(latency={})
-        await traffic.close_sessions()
+        await traffic.close_sessions(settle=False)
         report = await finish(checker, simulator, timeout=90)
     growth_mb = (peak_rss - baseline) / 2**20
     print(

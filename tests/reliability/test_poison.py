@@ -103,13 +103,17 @@ def fuzzed_bodies(draw: st.DrawFn) -> bytes:
     return json.dumps(draw(command_documents()), default=str).encode()
 
 
-@settings(max_examples=1, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.lists(fuzzed_bodies(), min_size=60, max_size=60))
-def burst(bodies: list[bytes]) -> None:
-    BURST.extend(bodies)
+def draw_burst(n: int) -> list[bytes]:
+    """`n` fuzzed bodies drawn once by hypothesis (one example of a list strategy)."""
+    drawn: list[bytes] = []
 
+    @settings(max_examples=1, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(fuzzed_bodies(), min_size=n, max_size=n))
+    def draw(bodies: list[bytes]) -> None:
+        drawn[:] = bodies
 
-BURST: list[bytes] = []
+    draw()
+    return drawn
 
 
 async def test_fuzz_burst_through_the_worker(
@@ -120,15 +124,14 @@ async def test_fuzz_burst_through_the_worker(
     producer: ResilientProducer,
     tmp_path: Path,
 ) -> None:
-    """60 fuzzed bodies: each one is either run (answered) or dead-lettered with a reason."""
-    BURST.clear()
-    burst()
+    """60 fuzzed bodies: each is acked (valid, run) or dead-lettered with a known reason, and
+    the worker stays ready."""
     rng = random.Random(3)
     async with node_worker(rabbit_node, node_url, simulator, tmp_path / "w.log") as w:
         await producer.start()
         ids: list[str] = []
         await asyncio.sleep(2)  # the partitions show up in the statistics
-        for body in BURST:
+        for body in draw_burst(60):
             message_id = uuid.uuid4().hex
             ids.append(message_id)
             await producer.send_raw(

@@ -21,9 +21,8 @@ from tests.reliability.conftest import finish, node_worker
 from tests.reliability.rabbit_node import RabbitNode
 from tests.reliability.traffic import ResilientProducer, Traffic
 
-pytestmark = pytest.mark.slow
-
 SOAK_S = float(os.environ.get("SOAK_S", "180"))
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(SOAK_S + 300)]
 FAULTS = [
     "close_connections",
     "memory_alarm",

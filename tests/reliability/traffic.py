@@ -119,7 +119,11 @@ class Traffic:
         if self._task is not None:
             await self._task
 
-    async def close_sessions(self) -> None:
+    async def close_sessions(self, *, settle: bool = True) -> None:
+        """Stop every session; with `settle`, once everything sent so far is answered, so that
+        no stop overtakes a running speak (that race is bug B3, shown by the backpressure test)."""
+        if settle:
+            await self.producer.checker.wait_answered(60)
         for session_id in self.sessions:
             await self.producer.send(SessionStop(session_id=session_id))
 
