@@ -4,7 +4,6 @@ reconnection and reconciliation (issue 4)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,21 +11,9 @@ import pytest
 
 from contracts.commands import SessionCreate, SessionSpeak
 from contracts.events import CommandFailed, CommandRejected, SessionCreated, SessionStopped
-from simulator.server import RunningSimulator, running_simulator
+from simulator.server import RunningSimulator
 from tests.integration.conftest import Producer
 from worker.app import Worker
-
-
-@pytest.fixture
-def simulator_overrides() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture
-async def simulator(simulator_overrides: dict[str, Any]) -> AsyncIterator[RunningSimulator]:
-    """The shared simulator fixture, with per-test settings (e.g. a shortened idle timeout)."""
-    async with running_simulator(port=0, **simulator_overrides) as sim:
-        yield sim
 
 
 def create(session_id: str, **kw: Any) -> SessionCreate:

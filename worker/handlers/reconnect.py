@@ -43,13 +43,8 @@ async def reconnect(
     with contextlib.suppress(HeyGenError):
         await services.heygen.stop(previous)
     if session.profile.version is StreamingVersion.V1:
-        await end_session(
-            services,
-            session,
-            StopReason.ERROR,
-            cause,
-            call_heygen=False,
-            detail="v1 sessions need a new SDP answer and are not reconnected automatically",
+        await _give_up(
+            services, session, cause, "v1 sessions need a new SDP answer: not reconnected"
         )
         return False
     attempts = services.policy.reconnect_attempts
@@ -82,15 +77,17 @@ async def reconnect(
         if attempt < attempts:
             await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)))
     metrics.reconnects_total.labels(outcome="gave_up").inc()
-    await end_session(
-        services,
-        session,
-        StopReason.ERROR,
-        cause,
-        call_heygen=False,
-        detail=f"reconnection failed after {attempts} attempts ({reason})",
+    await _give_up(
+        services, session, cause, f"reconnection failed after {attempts} attempts ({reason})"
     )
     return False
+
+
+async def _give_up(
+    services: Services, session: Session, cause: Command | None, detail: str
+) -> None:
+    """Stop with reason error; the HeyGen side is already gone or stopped."""
+    await end_session(services, session, StopReason.ERROR, cause, call_heygen=False, detail=detail)
 
 
 async def _replace(services: Services, session: Session) -> NewSession | None:
