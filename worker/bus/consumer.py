@@ -52,7 +52,9 @@ class Consumer:
             channel = await self._connection.channel(publisher_confirms=False)
             # Prefetch per partition bounds the commands in flight.
             await channel.set_qos(prefetch_count=self._prefetch)
-            queue = await channel.get_queue(partition_queue(index), ensure=False)
+            # A (passive) declare registers the queue with the robust channel, which then
+            # restores the consumer after a reconnection; get_queue() would not.
+            queue = await channel.declare_queue(partition_queue(index), passive=True)
             tag = await queue.consume(partial(self._on_message, index))
             if self._on_partition_lost is not None:
                 # A closed channel drops our place: the broker may make another replica active.
@@ -71,7 +73,9 @@ class Consumer:
 
     async def resume(self, partition: int) -> None:
         """Register again on the same channel, at the back of the single-active-consumer line."""
-        queue = await self._channels[partition].get_queue(partition_queue(partition), ensure=False)
+        queue = await self._channels[partition].declare_queue(
+            partition_queue(partition), passive=True
+        )
         self._consumers[partition] = (
             queue,
             await queue.consume(partial(self._on_message, partition)),
