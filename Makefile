@@ -50,7 +50,7 @@ deploy-check: $(STAMP)
 	scripts/deploy-check.sh
 
 soak: $(STAMP) rabbitmq
-	$(PY) -m pytest -q -m slow -o addopts=''
+	$(PY) -m pytest -q -m slow -o addopts='-ra -p no:cloudcoil'
 
 bench: $(STAMP) rabbitmq
 	$(PY) -m bench

@@ -70,6 +70,8 @@ class Handover:
         re-publishes nothing."""
         for partition in partitions:
             for session in list(self._services.registry.partition(partition).values()):
+                # No estimated speech.finished may fire after its clean snapshot.
+                session.cancel_speech_timers()
                 with contextlib.suppress(PublishFailed):
                     async with session.emit_lock:
                         await self.save(session)
