@@ -44,6 +44,8 @@ class Handover:
         self._drain_wait_s = drain_wait_s
         self._adopted: set[int] = set()
         self._locks: dict[int, asyncio.Lock] = {}
+        # Bumped by every release, so an adoption that a release interrupted does not count.
+        self._generation: dict[int, int] = {}
         # Partitions taken over from a crashed owner: deliveries wait, then go in sent_at order.
         self._settling: dict[int, list[tuple[datetime, asyncio.Future[None]]]] = {}
 
@@ -62,8 +64,12 @@ class Handover:
             return
         async with self._locks.setdefault(partition, asyncio.Lock()):
             if partition not in self._adopted:
+                generation = self._generation.get(partition, 0)
                 await self._adopt(partition)
-                self._adopted.add(partition)
+                if self._generation.get(partition, 0) == generation:
+                    self._adopted.add(partition)
+                else:
+                    self._drop_sessions(partition)  # released meanwhile: adopt again later
 
     async def seal(self, partitions: Iterable[int]) -> None:
         """Before a graceful release: snapshots with nothing in flight, so the next owner
@@ -101,6 +107,10 @@ class Handover:
     def release(self, partition: int) -> None:
         """Another replica owns it now: drop its sessions here without stopping them."""
         self._adopted.discard(partition)
+        self._generation[partition] = self._generation.get(partition, 0) + 1
+        self._drop_sessions(partition)
+
+    def _drop_sessions(self, partition: int) -> None:
         registry = self._services.registry
         for session_id, session in list(registry.partition(partition).items()):
             session.cancel_speech_timers()

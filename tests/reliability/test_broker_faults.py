@@ -19,7 +19,6 @@ from tests.reliability.traffic import ResilientProducer
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="B1: consumers not restored after a broker restart")
 async def test_broker_restart(
     rabbit_node: RabbitNode,
     node_url: str,
@@ -38,7 +37,6 @@ async def test_broker_restart(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="B1: consumers not restored after a broker restart")
 async def test_broker_kill9_and_restart(
     rabbit_node: RabbitNode,
     node_url: str,
@@ -98,7 +96,6 @@ async def test_memory_alarm_blocks_publishers_then_clears(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="B1: consumers not restored after reconnecting")
 async def test_silent_partition_then_heal(
     rabbit_node: RabbitNode,
     node_url: str,

@@ -1,6 +1,6 @@
 """Soak: ~3 minutes of mixed traffic on two worker replicas under a random schedule of faults
-(connections force-closed, memory alarm, replica SIGKILL / SIGTERM and replacement, HeyGen
-error bursts, remote session closes, poison). Run with `make soak`; figures are printed."""
+(broker restart and kill -9, connections force-closed, memory alarm, replica SIGKILL / SIGTERM
+and replacement, HeyGen error bursts, remote closes, poison). `make soak`; figures printed."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from tests.reliability.traffic import ResilientProducer, Traffic
 SOAK_S = float(os.environ.get("SOAK_S", "180"))
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(SOAK_S + 300)]
 FAULTS = [
+    "broker_restart",
+    "broker_kill9",
     "close_connections",
     "memory_alarm",
     "sigkill",
@@ -75,7 +77,11 @@ async def test_soak_random_faults(
             fault = rng.choice(FAULTS)
             applied[fault] += 1
             print(f"[{time.monotonic() - started:5.1f}s] {fault}")
-            if fault == "close_connections":
+            if fault == "broker_restart":
+                await asyncio.to_thread(rabbit_node.restart_app, rng.uniform(0, 2))
+            elif fault == "broker_kill9":
+                await asyncio.to_thread(rabbit_node.kill9_and_restart, rng.uniform(0, 2))
+            elif fault == "close_connections":
                 await asyncio.to_thread(rabbit_node.ctl, "close_all_connections", "soak")
             elif fault == "memory_alarm":
                 try:
@@ -117,6 +123,10 @@ async def test_soak_random_faults(
     interrupted = report.outcomes["session.speak->command.failed:interrupted"]
     print(f"soak {SOAK_S:.0f}s faults: {dict(applied)}; producer resends: {producer.resends}")
     print(f"speaks answered interrupted (cut by a kill, not repeated): {interrupted}")
+    # Every session lives to the end, so `unknown_session` means an owner forgot live sessions
+    # (bug B7): reported, not asserted, until it is fixed.
+    forgotten = sum(n for k, n in report.outcomes.items() if k.endswith(":unknown_session"))
+    print(f"commands rejected unknown_session (live sessions forgotten, B7): {forgotten}")
     assert not report.lost, report.line()
     assert report.duplicate_speaks == 0, report.line()
     assert report.orphans_live == 0, report.line()

@@ -86,8 +86,9 @@ async def create_session(cmd: SessionCreate, ctx: CommandContext) -> None:
         partition=ctx.partition,
         owner=ctx.principal,
         profile=cmd,
-        idle_timeout_s=cmd.idle_timeout_s or policy.idle_timeout_s,
-        max_duration_s=cmd.max_duration_s or policy.max_duration_s,
+        # A producer may tighten the credit-saving limits, never loosen them.
+        idle_timeout_s=min(cmd.idle_timeout_s or policy.idle_timeout_s, policy.idle_timeout_s),
+        max_duration_s=min(cmd.max_duration_s or policy.max_duration_s, policy.max_duration_s),
     )
     created = ctx.services.metrics.sessions_created_total
     try:

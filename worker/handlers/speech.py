@@ -40,6 +40,9 @@ async def _speak(cmd: SessionSpeak, ctx: CommandContext, session: Session) -> No
     # If this replica dies during the call, the next owner must not speak it a second time.
     session.pending_command = cmd.command_id
     await ctx.services.checkpoint(session)
+    if session.state not in SPEAKABLE:  # a stop overtook us during the checkpoint
+        session.pending_command = None
+        raise Rejected(RejectCode.CANCELLED, f"session {cmd.session_id} is {session.state}")
     session.transition(SessionState.SPEAKING)
     try:
         result = await ctx.heygen.task(
@@ -109,6 +112,8 @@ def _schedule_estimated_finish(
     """HeyGen queues async speech: this one ends `duration_ms` after the previous one."""
     now = time.monotonic()
     session.speaking_until = max(now, session.speaking_until) + duration_ms / 1000
+    if session.state not in SPEAKABLE:
+        return  # stopped meanwhile: nothing left to finish
     session.transition(SessionState.SPEAKING)
 
     def finished() -> None:
