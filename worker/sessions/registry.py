@@ -48,8 +48,5 @@ class Registry:
     def __len__(self) -> int:
         return len(self._index)
 
-    def live_count(self) -> int:
-        return sum(1 for s in self._index.values() if s.live)
-
     def count_by_state(self) -> Counter[SessionState]:
         return Counter(s.state for s in self._index.values())
