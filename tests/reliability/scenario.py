@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -18,6 +20,30 @@ from tests.reliability.rabbit_node import RabbitNode
 from tests.reliability.traffic import ResilientProducer, Traffic
 
 Fault = Callable[[WorkerProcess], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What every fault scenario runs with, so a test names only its fault."""
+
+    rabbit_node: RabbitNode
+    node_url: str
+    simulator: RunningSimulator
+    checker: Checker
+    producer: ResilientProducer
+    tmp_path: Path
+
+    async def run(self, fault: Fault, **options: Any) -> Report:
+        return await run_scenario(
+            self.rabbit_node,
+            self.node_url,
+            self.simulator,
+            self.checker,
+            self.producer,
+            self.tmp_path,
+            fault,
+            **options,
+        )
 
 
 async def run_scenario(
