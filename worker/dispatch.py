@@ -118,6 +118,13 @@ class Dispatcher:
         if self._was_cut_short(command):
             return await self._report_cut_short(command)
         if self._seen(command):
+            session = self._services.registry.get(_session_id(command) or "")
+            if session is not None:
+                try:
+                    # Its answer may be the event whose publish was not confirmed.
+                    await self._services.emitter.flush(session)
+                except PublishFailed:
+                    return REQUEUE
             metrics.commands_total.labels(type=kind, outcome="duplicate").inc()
             return ACK
         self._in_flight[command.command_id] = asyncio.current_task()

@@ -66,9 +66,12 @@ class EventEmitter:
         """Snapshot the session with the event in its outbox, then publish the event.
 
         The snapshot is the commit: a replica that dies after it is replaced by one that
-        re-publishes the event (at-least-once; consumers dedupe by event_id). If publishing
-        fails here, everything is rolled back and the command is requeued.
+        re-publishes the event (at-least-once; consumers dedupe by event_id). If the snapshot
+        fails, everything is rolled back and the command is requeued. If the event's publish
+        fails, it may still have gone out (a blocked connection sends it late): the event stays
+        in the outbox and is published again, same id and seq, before anything else.
         """
+        await self._flush(session)
         previous = (session.seq, list(session.recent_commands), session.pending_command)
         envelope = self._envelope(event)
         session.seq += 1
@@ -78,21 +81,27 @@ class EventEmitter:
         try:
             if self.after_session_event is not None:
                 await self.after_session_event(session)
-            await self._publisher.publish_event(envelope, event_routing_key(event))
         except BaseException:
             session.seq, recent, session.pending_command = previous
             session.recent_commands.clear()
             session.recent_commands.extend(recent)
-            raise
-        finally:
             session.outbox = None
+            raise
+        await self._flush(session)
+
+    async def flush(self, session: Session) -> None:
+        """Publish the session's unconfirmed event, if it has one (a redelivered command's)."""
+        async with session.emit_lock:
+            await self._flush(session)
+
+    async def _flush(self, session: Session) -> None:
+        if session.outbox is None:
+            return
+        event = decode_event(session.outbox)
+        await self._publisher.publish_event(self._envelope(event), event_routing_key(event))
+        session.outbox = None
         if self._on_published is not None:
             self._on_published(event)
-
-    async def republish(self, body: bytes) -> None:
-        """Publish again an event a dead replica may not have got out (same id and seq)."""
-        event = decode_event(body)
-        await self._publisher.publish_event(self._envelope(event), event_routing_key(event))
 
     async def reply(self, event: Event, reply_to: str) -> None:
         await self._publisher.publish_reply(self._envelope(event), reply_to)

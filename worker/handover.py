@@ -178,9 +178,8 @@ class Handover:
                 await self._finish_stop(snapshot)
                 continue
             session = snapshot.restore()
-            if session.outbox is not None:
-                await self._services.emitter.republish(session.outbox)
-                session.outbox = None
+            # An event the dead replica may not have got out: again, same id and seq.
+            await self._services.emitter.flush(session)
             session.last_activity = 0.0  # unknown since the snapshot: keep it alive at once
             self._services.registry.add(session, force=True)
             self._services.watch(session)
