@@ -40,6 +40,7 @@ from worker.observability.logs import configure_logging, register_secret
 from worker.observability.metrics import Metrics
 from worker.observability.tracing import inject_context, setup_tracing, shutdown_tracing
 from worker.observability.transport import InstrumentedTransport
+from worker.orphans import OrphanHunt
 from worker.pool import PoolSettings, SessionPool
 from worker.sessions.registry import Registry
 from worker.sessions.session import LIVE_STATES
@@ -77,6 +78,7 @@ class Worker:
         self.health: HealthServer | None = None
         self.pool: SessionPool | None = None
         self.handover: Handover
+        self.orphans: OrphanHunt
         self._publisher: Publisher
         self._tasks: list[asyncio.Task[None]] = []
         self.owned_partitions: set[int] = set()
@@ -105,13 +107,16 @@ class Worker:
         await publisher.start()
         self._stack.push_async_callback(publisher.close)
         self.services = self._services(heygen, publisher)
+        # Not on the consuming connection: a stream mishap must not close the partitions'.
+        stream = StateStream(self._publish_conn, publisher)
+        self.orphans = OrphanHunt(self.services, stream, grace_s=s.orphan_grace_s)
         self.handover = Handover(
             self.services,
-            # Not on the consuming connection: a stream mishap must not close the partitions'.
-            StateStream(self._publish_conn, publisher),
+            stream,
             s.worker_id,
             refresh_s=s.snapshot_refresh_s,
             drain_wait_s=s.shutdown_grace_s + 5,
+            orphans=self.orphans,
         )
         self.services.emitter.after_session_event = self.handover.save
         # A replica cut off from the broker may have lost its partitions: stop acting on them.

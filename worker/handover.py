@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,7 @@ from worker.bus.publisher import Publisher, PublishFailed
 from worker.bus.state_stream import Record, StateStream
 from worker.handlers.context import Services
 from worker.heygen.errors import HeyGenError
+from worker.orphans import OrphanHunt
 from worker.sessions.session import Session
 from worker.sessions.snapshot import SessionSnapshot
 
@@ -36,8 +38,10 @@ class Handover:
         *,
         refresh_s: float,
         drain_wait_s: float,
+        orphans: OrphanHunt | None = None,
     ) -> None:
         self._services = services
+        self._orphans = orphans
         self._stream = stream
         self._worker_id = worker_id
         self._refresh_s = refresh_s
@@ -100,12 +104,14 @@ class Handover:
     async def _settle(self, partition: int) -> None:
         await asyncio.sleep(SETTLE_S)
         waiting = sorted(self._settling.pop(partition, []), key=lambda item: item[0])
+        log.info("partition %d settled: %d commands held", partition, len(waiting))
         for _, future in waiting:
             if not future.done():
                 future.set_result(None)
 
     def release(self, partition: int) -> None:
         """Another replica owns it now: drop its sessions here without stopping them."""
+        log.info("releasing partition %d (adopted: %s)", partition, partition in self._adopted)
         self._adopted.discard(partition)
         self._generation[partition] = self._generation.get(partition, 0) + 1
         self._drop_sessions(partition)
@@ -157,7 +163,9 @@ class Handover:
 
     async def _adopt(self, partition: int) -> None:
         latest: dict[str, SessionSnapshot] = {}
+        began = time.monotonic()
         records = await self._read_after_release(partition)
+        read_s = time.monotonic() - began
         marks = [r.ownership for r in records if r.ownership is not None]
         if marks and marks[-1][1] != self._worker_id:
             # Taken from another replica: whatever it did not finish (a crash, or requeued at
@@ -174,6 +182,12 @@ class Handover:
                 continue  # ours already, and fresher than any snapshot
             if snapshot.state is SessionState.STOPPED:
                 continue
+            if snapshot.state is SessionState.CREATING and snapshot.heygen_session_id is None:
+                # Cut short during streaming.new: the create is redelivered and runs again, and
+                # the HeyGen session the first try may have made is hunted down.
+                if self._orphans is not None:
+                    self._orphans.suspect(snapshot.written_at)
+                continue
             if snapshot.state is SessionState.STOPPING:
                 await self._finish_stop(snapshot)
                 continue
@@ -187,7 +201,18 @@ class Handover:
         with contextlib.suppress(PublishFailed):
             # Lets the next owner tell a hand-over (released) from a crash (still owning).
             await self._stream.mark(partition, OWNING, self._worker_id)
-        log.info("%s took over partition %d: %d live sessions", self._worker_id, partition, adopted)
+        log.info(
+            "%s took over partition %d: %d live sessions (read %d records in %.2f s, "
+            "adopted in %.2f s, last mark %s) seqs %s",
+            self._worker_id,
+            partition,
+            adopted,
+            len(records),
+            read_s,
+            time.monotonic() - began,
+            marks[-1] if marks else None,
+            {s.session_id: (s.seq, s.writer) for s in latest.values()},
+        )
 
     async def _finish_stop(self, snapshot: SessionSnapshot) -> None:
         """The previous owner died while stopping it: make sure HeyGen stops billing."""

@@ -67,6 +67,7 @@ class WorkerSettings(BaseSettings):
         60, gt=0, validation_alias=_env("WORKER_RECONCILE_INTERVAL_S")
     )
     leak_grace_s: float = Field(120, ge=0, validation_alias=_env("WORKER_LEAK_GRACE_S"))
+    orphan_grace_s: float = Field(30, ge=0, validation_alias=_env("WORKER_ORPHAN_GRACE_S"))
     reap_unknown_sessions: bool = Field(
         False, validation_alias=_env("WORKER_REAP_UNKNOWN_SESSIONS")
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from contracts.events import SessionCreated
 from simulator.server import RunningSimulator, running_simulator
 from tests.integration.conftest import Producer, worker_settings
 from worker.app import Worker
+from worker.heygen.models import NewSessionRequest
 
 SESSIONS = [f"h{i}" for i in range(6)]
 FAST = {"ownership_poll_s": 0.2, "keepalive_interval_s": 0.5}
@@ -83,3 +85,25 @@ async def test_redelivered_command_is_not_run_again_by_the_new_owner(
         assert stats.count("streaming.task") == 2  # "only once" and "next"
     finally:
         await standby.shutdown()
+
+
+async def test_orphan_hunt_stops_only_the_sessions_nobody_names(
+    amqp_url: str, simulator: RunningSimulator, worker: Worker, producer: Producer
+) -> None:
+    since = datetime.now(UTC)
+    named = [await producer.open_session(f"named-{i}") for i in range(3)]
+    assert worker.services is not None
+    # What a create cut short by a crash leaves: a HeyGen session no event or snapshot names.
+    orphan = await worker.services.heygen.new_session(NewSessionRequest(avatar_id="a"))
+    standby = Worker(worker_settings(amqp_url, simulator, **FAST, worker_id="replica-b"))
+    await standby.start()
+    try:
+        # It knows none of these sessions: only the state stream tells which are claimed.
+        stopped = await standby.orphans.hunt(since, datetime.now(UTC))
+    finally:
+        await standby.shutdown()
+    assert stopped == [orphan.session_id]
+    stats = await simulator.admin.stats()
+    assert stats.sessions[orphan.session_id].status == "closed"
+    for created in named:
+        assert stats.sessions[created.heygen_session_id].status != "closed"

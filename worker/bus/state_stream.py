@@ -86,13 +86,13 @@ class StateStream:
 
     async def read(
         self,
-        partition: int,
+        partition: int | None,
         since: datetime,
         *,
         keep_reading: Callable[[list[Record]], bool] = lambda _: False,
         wait_s: float = 0.0,
     ) -> list[Record]:
-        """Every record of `partition` appended since `since`, oldest first.
+        """Every record of `partition` (of all, for None) appended since `since`, oldest first.
 
         A stream has no "end": a marker is appended first and the read stops when it comes by,
         or, while `keep_reading(records)` holds, when a later record makes it false (at most
@@ -110,7 +110,7 @@ class StateStream:
             headers = message.headers or {}
             if headers.get(MARKER_HEADER) == marker:
                 passed.set()
-            elif headers.get(PARTITION_HEADER) == partition:
+            elif partition is None or headers.get(PARTITION_HEADER) == partition:
                 records.append(Record(message.body, headers, message.timestamp))
             if passed.is_set() and not keep_reading(records):
                 done.set()

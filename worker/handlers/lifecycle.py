@@ -96,7 +96,11 @@ async def create_session(cmd: SessionCreate, ctx: CommandContext) -> None:
     except CapacityExceeded as exc:
         created.labels(outcome="capacity").inc()
         raise Rejected(RejectCode.CAPACITY, str(exc)) from exc
+    # If this replica dies before the answer's snapshot, the next owner knows a HeyGen session
+    # may exist that no event names, and stops it (worker/orphans.py).
+    session.pending_command = cmd.command_id
     try:
+        await ctx.services.checkpoint(session)
         # Never retried blindly by the client: streaming.new is billed.
         new = await ctx.heygen.new_session(new_session_request(cmd), deadline=ctx.deadline)
     except CapacityError as exc:

@@ -1,0 +1,84 @@
+"""Stops the HeyGen session a `session.create` cut short by a crash may have made.
+
+The create writes a checkpoint before calling `streaming.new`. If its replica dies before the
+answer's snapshot is in the state stream, the new owner sees that checkpoint with no HeyGen id:
+HeyGen may have created (and bills) a session that no event names and nobody would ever stop,
+and the redelivered create makes another one. HeyGen's answer carries no id of ours, so the
+orphan is found by time: a session HeyGen created in the window of the cut create that neither
+this replica knows nor any snapshot in the state stream names, after a grace that lets other
+replicas' creates of the same moment write theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+
+from worker.bus.publisher import PublishFailed
+from worker.bus.state_stream import StateStream
+from worker.handlers.context import Services
+from worker.heygen.errors import HeyGenError, SessionClosedError
+
+log = logging.getLogger(__name__)
+
+# HeyGen's created_at has whole seconds, and its clock is not ours.
+MARGIN = timedelta(seconds=2)
+RETRY_S = 5.0
+
+
+class OrphanHunt:
+    def __init__(self, services: Services, stream: StateStream, *, grace_s: float) -> None:
+        self._services = services
+        self._stream = stream
+        self._grace_s = grace_s
+        # One hunt at a time covers every create cut short until it runs.
+        self._window: tuple[datetime, datetime] | None = None
+
+    def suspect(self, since: datetime) -> None:
+        """A create checkpointed at `since` was cut short: hunt until now, after the grace."""
+        now = datetime.now(UTC)
+        if self._window is None:
+            self._window = (since, now)
+            self._services.spawn(self._hunt_later(self._grace_s))
+        else:
+            self._window = (min(self._window[0], since), now)
+
+    async def _hunt_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        assert self._window is not None
+        since, until = self._window
+        self._window = None
+        try:
+            await self.hunt(since, until)
+        except (HeyGenError, PublishFailed) as exc:
+            log.warning("orphan hunt failed, trying again in %.0f s: %s", RETRY_S, exc)
+            if self._window is None:
+                self._window = (since, until)
+                self._services.spawn(self._hunt_later(RETRY_S))
+            else:
+                self._window = (min(self._window[0], since), max(self._window[1], until))
+
+    async def hunt(self, since: datetime, until: datetime) -> list[str]:
+        """Stop the HeyGen sessions created in [since, until] that nobody knows; their ids."""
+        services = self._services
+        known = {session.heygen_session_id for session in services.registry}
+        suspects = [
+            remote.session_id
+            for remote in await services.heygen.list_sessions()
+            if remote.created_at is not None
+            and since - MARGIN <= remote.created_at <= until + MARGIN
+            and remote.session_id not in known
+        ]
+        if not suspects:
+            return []
+        # Every snapshot of every partition since then: any that names a suspect claims it.
+        records = await self._stream.read(None, since - MARGIN)
+        orphans = [s for s in suspects if not any(s.encode() in r.body for r in records)]
+        for heygen_id in orphans:
+            log.warning("stopping HeyGen session %s left by a create cut short", heygen_id)
+            with contextlib.suppress(SessionClosedError):
+                await services.heygen.stop(heygen_id)
+            services.metrics.leaked_sessions_stopped_total.inc()
+        return orphans
