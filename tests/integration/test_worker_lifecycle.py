@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +129,39 @@ async def test_unknown_vhost_exits_the_cli_with_one_line(
     assert code != 0, log
     assert "Traceback" not in log, log
     assert "cannot connect to RabbitMQ" in log, log
+
+
+async def rabbitmqctl(*args: str) -> str:
+    done = await asyncio.to_thread(
+        subprocess.run, ["rabbitmqctl", *args], capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+async def test_readiness_waits_for_every_consumer_after_a_reconnect(
+    amqp_url: str, worker: Worker
+) -> None:
+    vhost = amqp_url.rsplit("/", 1)[1]
+    seen: list[tuple[bool, str]] = []
+
+    async def watch() -> None:
+        while True:
+            state = worker.readiness()
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            await asyncio.sleep(0.001)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await rabbitmqctl("close_all_connections", "-p", vhost, "readiness test")
+        with contextlib.suppress(TimeoutError):
+            await wait_until(lambda: len(seen) > 1 and seen[-1] == (True, "ready"), 30)
+        assert seen[-1] == (True, "ready"), seen
+        # Ready again only once the broker has this worker's consumer on every partition.
+        listed = await rabbitmqctl("list_consumers", "-q", "-p", vhost, "queue_name")
+    finally:
+        watcher.cancel()
+    assert seen[0] == (True, "ready")
+    assert any(not ready for ready, _ in seen), seen
+    queues = {line.strip() for line in listed.splitlines()}
+    assert {partition_queue(p) for p in range(worker.settings.partitions)} <= queues

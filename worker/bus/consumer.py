@@ -6,7 +6,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
 
 from contracts.topology import partition_queue
 from worker.bus.delivery import Action, Delivery, Disposition
@@ -26,7 +31,7 @@ class Consumer:
 
     def __init__(
         self,
-        connection: AbstractConnection,
+        connection: AbstractRobustConnection,
         publisher: Publisher,
         handler: DeliveryHandler,
         *,
@@ -44,8 +49,11 @@ class Consumer:
         self._worker_id = worker_id
         self._on_dead_letter = on_dead_letter
         self._on_partition_lost = on_partition_lost
-        self._channels: dict[int, AbstractChannel] = {}
+        self._channels: dict[int, AbstractRobustChannel] = {}
         self._consumers: dict[int, tuple[AbstractQueue, str]] = {}
+        # Partitions whose channel is open with its consumer registered. A robust channel is
+        # reopened before its consumer is restored, so "not closed" is not enough.
+        self._restored: set[int] = set()
 
     async def start(self) -> None:
         for index in range(self._partitions):
@@ -56,14 +64,20 @@ class Consumer:
             # restores the consumer after a reconnection; get_queue() would not.
             queue = await channel.declare_queue(partition_queue(index), passive=True)
             tag = await queue.consume(partial(self._on_message, index))
-            if self._on_partition_lost is not None:
-                # A closed channel drops our place: the broker may make another replica active.
-                channel.close_callbacks.add(partial(self._lost, index))
+            channel.close_callbacks.add(partial(self._lost, index))
+            # Called once the reopened channel has restored its queue and consumer.
+            channel.reopen_callbacks.add(partial(self._back, index))
             self._channels[index] = channel
             self._consumers[index] = (queue, tag)
+            self._restored.add(index)
+
+    def _back(self, partition: int, *_: object) -> None:
+        self._restored.add(partition)
 
     def _lost(self, partition: int, *_: object) -> None:
+        self._restored.discard(partition)
         if self._on_partition_lost is not None:
+            # A closed channel drops our place: the broker may make another replica active.
             self._on_partition_lost(partition)
 
     async def pause(self, partition: int) -> None:
@@ -103,9 +117,7 @@ class Consumer:
     @property
     def consuming(self) -> bool:
         """Every partition has a registered consumer on an open channel."""
-        return len(self._consumers) == self._partitions and all(
-            not channel.is_closed for channel in self._channels.values()
-        )
+        return len(self._consumers) == len(self._restored) == self._partitions
 
     async def _on_message(self, partition: int, message: AbstractIncomingMessage) -> None:
         delivery = Delivery(
