@@ -156,7 +156,8 @@ async def test_leaked_session_is_stopped_by_reconciliation(
 
 @pytest.mark.parametrize("worker_overrides", [{"ownership_poll_s": 0.2}])
 async def test_partitions_owned_comes_from_the_management_api(worker: Worker) -> None:
-    for _ in range(50):
+    # The management API lists a new consumer after up to collect_statistics_interval (5 s).
+    for _ in range(150):
         if worker.owned_partitions == {0, 1}:
             break
         await asyncio.sleep(0.1)
