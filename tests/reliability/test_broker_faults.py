@@ -30,7 +30,6 @@ def scenario(
     return Scenario(rabbit_node, node_url, simulator, checker, producer, tmp_path)
 
 
-@pytest.mark.slow
 async def test_broker_restart(
     scenario: Scenario,
 ) -> None:
@@ -41,7 +40,6 @@ async def test_broker_restart(
     assert_clean(report)
 
 
-@pytest.mark.slow
 async def test_broker_kill9_and_restart(
     scenario: Scenario,
 ) -> None:
@@ -64,7 +62,6 @@ async def test_connections_force_closed_repeatedly(
     assert_clean(report)
 
 
-@pytest.mark.slow
 async def test_memory_alarm_blocks_publishers_then_clears(
     scenario: Scenario,
 ) -> None:
@@ -81,7 +78,6 @@ async def test_memory_alarm_blocks_publishers_then_clears(
     assert_clean(report)
 
 
-@pytest.mark.slow
 async def test_silent_partition_then_heal(
     scenario: Scenario,
 ) -> None:

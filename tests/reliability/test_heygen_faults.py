@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import httpx
-import pytest
 
 from contracts.commands import SessionCreate
 from simulator.server import RunningSimulator
@@ -80,7 +79,6 @@ def rss_bytes(process: WorkerProcess) -> int:
     return int(match.group(1)) * 1024
 
 
-@pytest.mark.slow
 async def test_slow_heygen_backpressure_bounded(
     rabbit_node: RabbitNode,
     node_url: str,

@@ -18,8 +18,6 @@ from tests.reliability.rabbit_node import RabbitNode
 from tests.reliability.scenario import assert_clean
 from tests.reliability.traffic import ResilientProducer, Traffic
 
-pytestmark = pytest.mark.slow
-
 # HeyGen calls take a while, so a kill lands in the middle of some of them.
 SLOW_HEYGEN = {
     "latency": {
