@@ -124,9 +124,10 @@ async def test_soak_random_faults(
     print(f"soak {SOAK_S:.0f}s faults: {dict(applied)}; producer resends: {producer.resends}")
     print(f"speaks answered interrupted (cut by a kill, not repeated): {interrupted}")
     # Every session lives to the end, so `unknown_session` means an owner forgot live sessions
-    # (bug B7): reported, not asserted, until it is fixed.
+    # (bug B7, seen after broker restarts before its fix).
     forgotten = sum(n for k, n in report.outcomes.items() if k.endswith(":unknown_session"))
     print(f"commands rejected unknown_session (live sessions forgotten, B7): {forgotten}")
     assert not report.lost, report.line()
+    assert forgotten == 0, report.line()
     assert report.duplicate_speaks == 0, report.line()
     assert report.orphans_live == 0, report.line()
