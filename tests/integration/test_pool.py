@@ -186,3 +186,23 @@ async def test_a_create_whose_answer_was_lost_is_answered_again_not_rebilled(
     assert created[0].heygen_session_id == created[1].heygen_session_id
     assert len(ready) == 2
     assert (await simulator.admin.stats()).calls.get("streaming.new") == 1
+
+
+@pytest.mark.parametrize("worker_overrides", [{"orphan_grace_s": 0.2}])
+async def test_a_create_whose_answer_was_cut_off_leaves_no_billed_session(
+    producer: Producer, simulator: RunningSimulator, worker: Worker
+) -> None:
+    await producer.call(create("kept"))
+    kept = await heygen_id(producer, "kept")
+    # HeyGen makes the session, then the connection drops before its answer arrives.
+    await simulator.admin.set_fault("streaming.new", reset=True, apply_first=True, count=1)
+    answer = await producer.call(create("cut"))
+    assert isinstance(answer, CommandFailed), answer
+    assert answer.code == "transport"
+    for _ in range(50):
+        stats = await simulator.admin.stats()
+        if stats.live_sessions == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert [h for h, s in stats.sessions.items() if s.status != "closed"] == [kept]
+    assert worker.metrics.leaked_sessions_stopped_total._value.get() == 1

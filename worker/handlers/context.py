@@ -7,7 +7,8 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
 from contracts.commands import Command
 from contracts.common import RejectCode, SessionState
@@ -48,6 +49,11 @@ class Policy:
     require_user_id: bool = False
 
 
+class OrphanSuspects(Protocol):
+    def suspect(self, since: datetime) -> None:
+        """A `streaming.new` since then may have made a HeyGen session nobody knows."""
+
+
 @dataclass
 class Services:
     heygen: HeyGenClient
@@ -58,6 +64,7 @@ class Services:
     mailboxes: Mailboxes = field(default_factory=Mailboxes)
     timers: Timers = field(default_factory=Timers)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    orphans: OrphanSuspects | None = None
 
     async def checkpoint(self, session: Session) -> None:
         """Persist the session now (before a side effect that must not be repeated)."""

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from contracts.commands import (
@@ -19,7 +20,7 @@ from contracts.commands import (
 from contracts.common import RejectCode, SessionState, StopReason, StreamingVersion
 from contracts.events import CommandCompleted, SessionCreated, SessionReady, SessionStopped, Usage
 from worker.handlers.context import CommandContext, Rejected, Services
-from worker.heygen.errors import CapacityError, HeyGenError, SessionClosedError
+from worker.heygen.errors import CapacityError, HeyGenError, SessionClosedError, may_have_acted
 from worker.heygen.models import IceCandidate, NewSession, NewSessionRequest, SdpAnswer
 from worker.sessions.registry import CapacityExceeded
 from worker.sessions.session import Session
@@ -99,6 +100,7 @@ async def create_session(cmd: SessionCreate, ctx: CommandContext) -> None:
     # If this replica dies before the answer's snapshot, the next owner knows a HeyGen session
     # may exist that no event names, and stops it (worker/orphans.py).
     session.pending_command = cmd.command_id
+    checkpointed = datetime.now(UTC)
     try:
         await ctx.services.checkpoint(session)
         # Never retried blindly by the client: streaming.new is billed.
@@ -107,9 +109,11 @@ async def create_session(cmd: SessionCreate, ctx: CommandContext) -> None:
         registry.remove(cmd.session_id)
         created.labels(outcome="capacity").inc()
         raise Rejected(RejectCode.CAPACITY, f"HeyGen refused a new session: {exc.message}") from exc
-    except BaseException:
+    except BaseException as exc:
         registry.remove(cmd.session_id)
         created.labels(outcome="failed").inc()
+        if may_have_acted(exc) and ctx.services.orphans is not None:
+            ctx.services.orphans.suspect(checkpointed)  # a timeout is no proof of nothing made
         raise
     created.labels(outcome="ok").inc()
     session.heygen_session_id = new.session_id

@@ -138,6 +138,13 @@ class TransportError(HeyGenError):
         return [*super()._details(), ("request_sent", self.request_sent)]
 
 
+def may_have_acted(error: BaseException) -> bool:
+    """The call failed, but HeyGen may have carried the request out (and billed it)."""
+    if isinstance(error, TransportError):
+        return error.request_sent
+    return isinstance(error, HeyGenTimeoutError | ServerError)
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if absent."""
     if value is None or not value.strip():

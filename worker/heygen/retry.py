@@ -16,10 +16,9 @@ from typing import TypeVar
 
 from worker.heygen.errors import (
     HeyGenError,
-    HeyGenTimeoutError,
     RateLimitedError,
-    ServerError,
     TransportError,
+    may_have_acted,
 )
 
 T = TypeVar("T")
@@ -54,7 +53,7 @@ def is_retried(endpoint: str, error: HeyGenError) -> bool:
         return True  # the request provably never reached HeyGen
     if ENDPOINT_SAFETY.get(endpoint, Safety.UNSAFE) is Safety.UNSAFE:
         return False
-    return isinstance(error, TransportError | HeyGenTimeoutError | ServerError)
+    return may_have_acted(error)
 
 
 @dataclass(frozen=True, kw_only=True)
