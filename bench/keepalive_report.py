@@ -29,6 +29,8 @@ class Params:
     deadline_s: float = 900.0
     # Extra environment for the worker (e.g. WORKER_KEEPALIVE_CONCURRENCY), recorded with results.
     worker_env: Mapping[str, str] = field(default_factory=dict)
+    # Extra environment for the simulator (e.g. SIMULATOR_WORDS_PER_MINUTE).
+    simulator_env: Mapping[str, str] = field(default_factory=dict)
     # The tree whose worker and simulator run (another checkout or a patched copy to compare).
     source: Path = REPO
     # What distinguishes this run in RESULTS.md (a patch being tried, a setting changed).

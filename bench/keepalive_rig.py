@@ -122,7 +122,7 @@ class Rig:
             await asyncio.sleep(min(left, 1.0))
 
 
-def _environment(source: Path, **ours: str) -> dict[str, str]:
+def environment(source: Path, **ours: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_PREFIXES)}
     # The measured tree's packages first (a stale editable install could shadow them).
     path = os.pathsep.join(p for p in (str(source), env.get("PYTHONPATH")) if p)
@@ -131,7 +131,40 @@ def _environment(source: Path, **ours: str) -> dict[str, str]:
 
 # Run from the measured tree (cwd first on sys.path), so another checkout can be compared.
 SIMULATOR_ARGV = [sys.executable, "-m", "simulator"]
-WORKER_ARGV = [sys.executable, "-c", "from worker.app import run_worker; run_worker()"]
+# `heygen-worker run`, as deployed (on uvloop where the tree's CLI chooses it).
+WORKER_ARGV = [sys.executable, "-m", "worker", "run"]
+
+
+async def start_simulator(
+    stack: AsyncExitStack, source: Path, log_dir: Path, **settings: str
+) -> tuple[Child, str]:
+    """The simulator of `source` in a child process (stopped with `stack`), once it answers."""
+    port = harness.free_port()
+    url = f"http://127.0.0.1:{port}"
+    simulator = await stack.enter_async_context(
+        harness.child_process(
+            "simulator",
+            SIMULATOR_ARGV,
+            environment(
+                source,
+                SIMULATOR_HOST="127.0.0.1",
+                SIMULATOR_PORT=str(port),
+                SIMULATOR_API_KEYS=API_KEY,
+                SIMULATOR_LOG_LEVEL="WARNING",
+                **settings,
+            ),
+            log_dir / "simulator.log",
+            source,
+        )
+    )
+    admin = await stack.enter_async_context(SimulatorAdmin(url, timeout=120))
+
+    async def simulator_up() -> bool:
+        await admin.stats(include_requests=False)
+        return True
+
+    await harness.wait_until("simulator", simulator_up, simulator, 30)
+    return simulator, url
 
 
 @contextlib.asynccontextmanager
@@ -139,37 +172,20 @@ async def running_rig(params: Params, log_dir: Path) -> AsyncIterator[Rig]:
     """RabbitMQ vhost, simulator, worker, event subscription and sampler; all torn down after."""
     async with AsyncExitStack() as stack:
         amqp_url = await stack.enter_async_context(harness.rabbit_vhost("bench-keepalive"))
-        sim_port, metrics_port = harness.free_port(), harness.free_port()
-        simulator_url = f"http://127.0.0.1:{sim_port}"
+        metrics_port = harness.free_port()
         # Room for every request of a slow run (creation spanning many intervals); the report
         # says how much of the log was kept.
         log_size = params.sessions * (40 + 2 * params.intervals)
-        simulator = await stack.enter_async_context(
-            harness.child_process(
-                "simulator",
-                SIMULATOR_ARGV,
-                _environment(
-                    params.source,
-                    SIMULATOR_HOST="127.0.0.1",
-                    SIMULATOR_PORT=str(sim_port),
-                    SIMULATOR_API_KEYS=API_KEY,
-                    SIMULATOR_CONCURRENCY_LIMIT=str(params.sessions + 100),
-                    SIMULATOR_IDLE_TIMEOUT_OVERRIDE_S=f"{params.idle_timeout_s:g}",
-                    SIMULATOR_REQUEST_LOG_SIZE=str(log_size),
-                    SIMULATOR_LOG_LEVEL="WARNING",
-                ),
-                log_dir / "simulator.log",
-                params.source,
-            )
+        simulator, simulator_url = await start_simulator(
+            stack,
+            params.source,
+            log_dir,
+            SIMULATOR_CONCURRENCY_LIMIT=str(params.sessions + 100),
+            SIMULATOR_IDLE_TIMEOUT_OVERRIDE_S=f"{params.idle_timeout_s:g}",
+            SIMULATOR_REQUEST_LOG_SIZE=str(log_size),
+            **params.simulator_env,
         )
-        admin = await stack.enter_async_context(SimulatorAdmin(simulator_url, timeout=120))
-
-        async def simulator_up() -> bool:
-            await admin.stats(include_requests=False)
-            return True
-
-        await harness.wait_until("simulator", simulator_up, simulator, 30)
-        worker_env = _environment(
+        worker_env = environment(
             params.source,
             AMQP_URL=amqp_url,
             HEYGEN_API_KEY=API_KEY,
@@ -234,8 +250,14 @@ async def running_rig(params: Params, log_dir: Path) -> AsyncIterator[Rig]:
         )
 
 
-async def create_all(rig: Rig) -> None:
-    """Publish every session.create, at most `create_concurrency` unanswered at a time.
+def session_ids(first: int, end: int) -> list[str]:
+    """The session ids the benchmark creates, in order."""
+    return [f"bench-{i:06d}" for i in range(first, end)]
+
+
+async def create_all(rig: Rig, first: int = 0, count: int | None = None) -> None:
+    """Publish the session.creates of sessions `first` to `first + count` (all by default),
+    at most `create_concurrency` unanswered at a time.
 
     Creates that get no answer at all stall it: after `stall_s` without one, the unanswered
     are counted as failures and the benchmark goes on with the sessions it has.
@@ -243,7 +265,11 @@ async def create_all(rig: Rig) -> None:
     fleet = rig.fleet
     stall_s = max(30.0, 3 * rig.params.interval_s)
     fleet.last_progress = time.monotonic()
-    ids = iter(f"bench-{i:06d}" for i in range(rig.params.sessions))
+    end = rig.params.sessions if count is None else first + count
+    fleet.expected = end
+    if len(fleet.settled) < end:
+        fleet.all_settled.clear()
+    ids = iter(session_ids(first, end))
 
     async def publisher() -> None:
         for session_id in ids:

@@ -87,18 +87,26 @@ class EventEmitter:
             session.recent_commands.extend(recent)
             session.outbox = None
             raise
-        await self._flush(session)
+        # The event and its envelope are at hand: no decoding back from the outbox bytes.
+        await self._flush(session, (event, envelope))
 
     async def flush(self, session: Session) -> None:
         """Publish the session's unconfirmed event, if it has one (a redelivered command's)."""
         async with session.emit_lock:
             await self._flush(session)
 
-    async def _flush(self, session: Session) -> None:
+    async def _flush(
+        self, session: Session, encoded: tuple[Event, AmqpEnvelope] | None = None
+    ) -> None:
+        """Publish the outbox; `encoded` is its event and envelope when the caller has them."""
         if session.outbox is None:
             return
-        event = decode_event(session.outbox)
-        await self._publisher.publish_event(self._envelope(event), event_routing_key(event))
+        if encoded is None:
+            event = decode_event(session.outbox)
+            envelope = self._envelope(event)
+        else:
+            event, envelope = encoded
+        await self._publisher.publish_event(envelope, event_routing_key(event))
         session.outbox = None
         if self._on_published is not None:
             self._on_published(event)

@@ -1,12 +1,14 @@
-"""The keep-alive scale benchmark end to end, small: RabbitMQ, simulator and worker processes."""
+"""The benchmarks end to end, small: RabbitMQ, simulator, worker, relay and peer processes."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+from bench import speak
 from bench.keepalive_report import SMOKE
 from bench.keepalive_scale import run
+from bench.speak_report import SMOKE as SPEAK_SMOKE
 
 
 async def test_keepalive_benchmark_holds_every_session(tmp_path: Path) -> None:
@@ -23,3 +25,31 @@ async def test_keepalive_benchmark_holds_every_session(tmp_path: Path) -> None:
     assert min(report.keepalives_per_session) >= SMOKE.intervals
     assert report.keepalives_by_outcome.get("ok", 0) >= SMOKE.sessions * SMOKE.intervals
     assert report.passed, report.table()
+
+
+async def test_speak_benchmark_measures_every_target(tmp_path: Path) -> None:
+    started = time.monotonic()
+    report = await speak.run(SPEAK_SMOKE, log_dir=tmp_path)
+
+    assert time.monotonic() - started < SPEAK_SMOKE.deadline_s
+    # Ceilings, peer and worker each answered every command they were sent, none failed.
+    assert report.http_rps > 0
+    for measured in (report.relay, report.peer, *(lv.throughput for lv in report.levels)):
+        assert measured is not None
+        assert measured.rate > 0, measured.name
+        assert measured.errors == 0, measured.name
+        assert len(measured.latency_s) == measured.answered
+    assert [lv.live for lv in report.levels] == list(SPEAK_SMOKE.levels)
+    for level in report.levels:
+        assert len(level.latency_s) == int(SPEAK_SMOKE.rate * SPEAK_SMOKE.latency_s)
+        assert level.rss_kib > 0
+    assert len(report.create_latency_s) == SPEAK_SMOKE.sequential_creates
+    assert report.simulator_rtt_s
+    assert len(report.low_rate_latency_s) == int(SPEAK_SMOKE.low_rate * SPEAK_SMOKE.latency_s)
+    assert len(report.goals()) == 4
+    # The report renders (table and markdown), and so do the plots.
+    assert "cost growth" in report.table()
+    assert "| goal | measured | result |" in report.markdown()
+    report.plot(tmp_path)
+    assert (tmp_path / "speak-throughput.png").stat().st_size > 0
+    assert (tmp_path / "speak-latency.png").stat().st_size > 0

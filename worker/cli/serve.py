@@ -34,6 +34,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def run_worker_command(args: argparse.Namespace) -> int:
     from worker.app import run_worker  # the whole worker: imported only by `run`
+    from worker.loop import use_uvloop
+
+    use_uvloop()
 
     try:
         settings = (

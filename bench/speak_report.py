@@ -1,0 +1,386 @@
+"""What the speak benchmark measured, its goals, and how it is printed, plotted and recorded."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import plots
+from bench.keepalive_report import REPO, Goal, mb
+from bench.profile import Profile
+from bench.stats import quantile
+
+# The goals of the benchmarks issue (9).
+MIN_CEILING_RATIO = 0.6
+MIN_PEER_RATIO = 3.0
+MAX_ADDED_P99_MS = 5.0
+# "Flat": throughput at the most live sessions within this share of the best level's.
+MIN_FLAT_RATIO = 0.8
+
+
+@dataclass(frozen=True)
+class SpeakParams:
+    levels: tuple[int, ...] = (10, 100, 1_000, 10_000)
+    headline_level: int = 100  # where the ratios, simulator round trip and profile are taken
+    active: int = 100  # sessions the speaks go to (all of them below this many live)
+    partitions: int = 8  # the worker's default, for every target
+    prefetch: int = 64  # the worker's default, per partition, for every target
+    in_flight: int = 512  # closed loop: published and unanswered commands, every target
+    warmup_s: float = 2.0
+    duration_s: float = 8.0
+    bin_s: float = 0.25
+    rate: float = 200.0  # commands per second of the latency runs
+    # A second latency run at the headline level, at a rate well within the worker's reach.
+    low_rate: float = 20.0
+    latency_s: float = 6.0
+    rest_s: float = 5.0
+    sequential_creates: int = 100  # created one at a time: create latency without queueing
+    load_size: int = 80_000  # commands encoded per closed-loop run (more than any target uses)
+    deadline_s: float = 900.0
+    profile: bool = True
+    worker_only: bool = False  # no ceilings, no peer: a comparison of workers
+    source: Path = REPO
+    label: str = ""
+
+
+SMOKE = SpeakParams(
+    levels=(10, 40),
+    headline_level=10,
+    active=10,
+    in_flight=128,
+    warmup_s=0.5,
+    duration_s=1.5,
+    rate=50.0,
+    low_rate=20.0,
+    latency_s=1.0,
+    rest_s=0.5,
+    sequential_creates=10,
+    load_size=8_000,
+    deadline_s=90.0,
+    profile=False,
+)
+
+
+@dataclass
+class Measured:
+    """A closed-loop run of one target."""
+
+    name: str
+    rate: float  # answers per second in the measured window
+    answered: int
+    errors: int
+    cores: float  # CPU of the target process in the window, in cores
+    timeline: Sequence[float]  # answers per second by bin since the first command
+    latency_s: Sequence[float]  # under saturation: mostly queueing, for the record only
+
+
+@dataclass
+class Level:
+    live: int
+    throughput: Measured
+    latency_s: Sequence[float]  # open loop at `rate`
+    rest_cores: float
+    rss_kib: int
+
+
+def ms(seconds: float) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds * 1000:.1f} ms"
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+@dataclass
+class SpeakReport:
+    params: SpeakParams
+    started: str
+    revision: str
+    machine: Mapping[str, str]
+    rabbitmq_version: str
+    log_dir: Path
+    http_rps: float = math.nan
+    relay: Measured | None = None
+    peer: Measured | None = None
+    levels: list[Level] = field(default_factory=list)
+    simulator_rtt_s: Sequence[float] = ()
+    low_rate_latency_s: Sequence[float] = ()
+    create_latency_s: list[float] = field(default_factory=list)
+    bulk_creates: list[tuple[int, float, list[float]]] = field(default_factory=list)
+    rss_start_kib: int = 0
+    keepalive_p99_s: float = math.nan
+    keepalives: Mapping[str, float] = field(default_factory=dict)
+    profile: Profile | None = None
+    phase: str = "starting"
+    aborted: str = ""  # why the run stopped early (what it measured until then stays)
+
+    # --- derived ---------------------------------------------------------------------------
+
+    def level(self, live: int) -> Level | None:
+        return next((lv for lv in self.levels if lv.live == live), None)
+
+    @property
+    def headline(self) -> Level | None:
+        return self.level(self.params.headline_level)
+
+    @property
+    def simulator_ms(self) -> float:
+        return quantile(self.simulator_rtt_s, 0.5) * 1000
+
+    def added_ms(self, latencies: Sequence[float], q: float) -> float:
+        """Worker-added latency at quantile q: end to end minus the simulator's median time."""
+        return quantile(latencies, q) * 1000 - self.simulator_ms
+
+    def goals(self) -> list[Goal]:
+        head = self.headline
+        worker = head.throughput.rate if head else math.nan
+        to_relay = ratio(worker, self.relay.rate if self.relay else math.nan)
+        to_peer = ratio(worker, self.peer.rate if self.peer else math.nan)
+        p99 = self.added_ms(head.latency_s, 0.99) if head else math.nan
+        rates = [lv.throughput.rate for lv in self.levels]
+        flat = ratio(rates[-1], max(rates)) if rates else math.nan
+        return [
+            Goal(
+                f"throughput >= {MIN_CEILING_RATIO:g} x ceiling (a)",
+                f"{to_relay:.2f} x",
+                to_relay >= MIN_CEILING_RATIO,
+            ),
+            Goal(f"throughput >= {MIN_PEER_RATIO:g} x peer", f"{to_peer:.2f} x", to_peer >= 3),
+            Goal(
+                f"worker-added latency p99 < {MAX_ADDED_P99_MS:g} ms",
+                f"p99 {p99:.1f} ms at {self.params.rate:g}/s",
+                p99 < MAX_ADDED_P99_MS,
+            ),
+            Goal(
+                f"cost growth flat (>= {MIN_FLAT_RATIO:g} of the best level)",
+                f"{self.levels[-1].live:,} live: {flat:.2f} of the best" if rates else "n/a",
+                flat >= MIN_FLAT_RATIO,
+            ),
+        ]
+
+    @property
+    def passed(self) -> bool:
+        return all(goal.passed for goal in self.goals())
+
+    # --- tables ----------------------------------------------------------------------------
+
+    def rows(self) -> list[tuple[str, str]]:
+        p = self.params
+        head = self.headline
+        rows = [("ceiling (b): HTTP client → simulator", f"{self.http_rps:,.0f} req/s")]
+        for measured in (self.relay, self.peer, head.throughput if head else None):
+            if measured is not None:
+                rows.append(
+                    (
+                        f"throughput: {measured.name}",
+                        f"{measured.rate:,.0f} speaks/s ({measured.cores:.2f} cores, "
+                        f"{measured.errors} errors)",
+                    )
+                )
+        if head and self.relay and self.peer:
+            worker = head.throughput.rate
+            rows.append(
+                (
+                    "worker / ceiling (a), worker / peer",
+                    f"{ratio(worker, self.relay.rate):.2f}, {ratio(worker, self.peer.rate):.2f}",
+                )
+            )
+            rows.append(("peer / ceiling (a)", f"{ratio(self.peer.rate, self.relay.rate):.2f}"))
+        rtt = self.simulator_rtt_s
+        rows.append(
+            (
+                "simulator's own time (bare aiohttp, streaming.task)",
+                f"p50 {ms(quantile(rtt, 0.5))}, p99 {ms(quantile(rtt, 0.99))}",
+            )
+        )
+        if head:
+            lat = head.latency_s
+            rows.append(
+                (
+                    f"latency at {p.rate:g}/s, {head.live:,} live: end to end",
+                    f"p50 {ms(quantile(lat, 0.5))}, p99 {ms(quantile(lat, 0.99))}, "
+                    f"max {ms(max(lat, default=math.nan))}",
+                )
+            )
+            rows.append(
+                (
+                    "  worker-added (minus simulator p50)",
+                    f"p50 {self.added_ms(lat, 0.5):.1f} ms, p99 {self.added_ms(lat, 0.99):.1f} "
+                    f"ms, max {self.added_ms(lat, 1.0):.1f} ms",
+                )
+            )
+        low = self.low_rate_latency_s
+        if low:
+            rows.append(
+                (
+                    f"latency at {p.low_rate:g}/s (within reach): end to end",
+                    f"p50 {ms(quantile(low, 0.5))}, p99 {ms(quantile(low, 0.99))}, "
+                    f"max {ms(max(low, default=math.nan))}; worker-added p50 "
+                    f"{self.added_ms(low, 0.5):.1f} ms, p99 {self.added_ms(low, 0.99):.1f} ms",
+                )
+            )
+        c = self.create_latency_s
+        rows.append(
+            (
+                f"create → session.ready, one at a time ({len(c)})",
+                f"p50 {ms(quantile(c, 0.5))}, p99 {ms(quantile(c, 0.99))}, "
+                f"max {ms(max(c, default=math.nan))}",
+            )
+        )
+        for count, seconds, latencies in self.bulk_creates:
+            rows.append(
+                (
+                    f"creates, {count:,} with 256 in flight",
+                    f"{count / seconds:,.0f} sessions/s; p50 {ms(quantile(latencies, 0.5))}, "
+                    f"p99 {ms(quantile(latencies, 0.99))}",
+                )
+            )
+        last = self.levels[-1] if self.levels else None
+        if last:
+            per = (last.rss_kib - self.rss_start_kib) / max(last.live, 1)
+            outcomes = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(self.keepalives.items()))
+            rows += [
+                (
+                    f"scale: RSS at {last.live:,} live",
+                    f"{mb(last.rss_kib):.1f} MB ({mb(self.rss_start_kib):.1f} MB at start): "
+                    f"{per:.1f} KiB a session",
+                ),
+                (f"scale: CPU at rest, {last.live:,} live", f"{last.rest_cores:.0%} of a core"),
+                (
+                    "scale: keep-alive lateness p99 (worker histogram)",
+                    f"{ms(self.keepalive_p99_s)} (keep-alives: {outcomes or 'none'})",
+                ),
+            ]
+        return rows
+
+    def growth_rows(self) -> list[tuple[str, ...]]:
+        rows: list[tuple[str, ...]] = []
+        for lv in self.levels:
+            lat = lv.latency_s
+            rows.append(
+                (
+                    f"{lv.live:,}",
+                    f"{lv.throughput.rate:,.0f}",
+                    f"{lv.throughput.cores:.2f}",
+                    f"{ms(quantile(lat, 0.5))} / {ms(quantile(lat, 0.99))} / "
+                    f"{ms(max(lat, default=math.nan))}",
+                    f"{lv.rest_cores:.0%}",
+                    f"{mb(lv.rss_kib):.1f}",
+                    str(lv.throughput.errors),
+                )
+            )
+        return rows
+
+    GROWTH_HEADER = (
+        "live sessions",
+        "speaks/s",
+        "worker cores",
+        "latency p50 / p99 / max (end to end)",
+        "CPU at rest",
+        "RSS MB",
+        "errors",
+    )
+
+    def profile_rows(self, n: int = 12) -> list[tuple[str, str, str]]:
+        if self.profile is None:
+            return []
+        own = dict(self.profile.top(self.profile.own, 10_000))
+        # Frames under which nearly everything runs (the loop, the entry point) say nothing.
+        return [
+            (name, f"{share:.1%}", f"{own.get(name, 0.0):.1%}")
+            for name, share in self.profile.top(self.profile.inclusive, n + 60)
+            if share < 0.8 or own.get(name, 0.0) > 0.05
+        ][:n]
+
+    def table(self) -> str:
+        rows = self.rows() + [(f"GOAL {g.name}", _verdict(g)) for g in self.goals()]
+        width = max(len(name) for name, _ in rows)
+        lines = [f"{name:<{width}}  {value}" for name, value in rows]
+        lines += ["", "cost growth: " + " | ".join(self.GROWTH_HEADER)]
+        lines += ["  " + " | ".join(row) for row in self.growth_rows()]
+        if self.profile is not None:
+            lines += ["", f"worker profile ({self.profile.samples} samples): inclusive / own"]
+            lines += [f"  {i:>6} {o:>6}  {name}" for name, i, o in self.profile_rows()]
+        lines += ["", f"logs: {self.log_dir}"]
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        p = self.params
+        lines = [
+            f"## Speak throughput, latency and cost growth, {self.started}"
+            + (f" ({p.label})" if p.label else ""),
+            "",
+            "`python -m bench.speak`: ceilings, peer and worker measured in the same run, each "
+            f"target in its own process and vhost, {p.partitions} quorum partitions, prefetch "
+            f"{p.prefetch} per partition, {p.in_flight} commands in flight (closed loop, "
+            f"{p.warmup_s:g} s warm-up, {p.duration_s:g} s measured), speaks spread over "
+            f"{p.active} sessions, simulator at 0 ms latency (1 ms speeches). Latency: open "
+            f"loop at {p.rate:g} speaks/s for {p.latency_s:g} s.",
+            "",
+            "Machine: "
+            + "; ".join(f"{k} {v}" for k, v in self.machine.items())
+            + f"; RabbitMQ {self.rabbitmq_version}.",
+            "",
+            f"Worker and simulator code: {self.revision}.",
+            "",
+            *(
+                [f"**Cut short**: {self.aborted}; the figures below are what it measured.", ""]
+                if self.aborted
+                else []
+            ),
+            "| figure | value |",
+            "|---|---|",
+        ]
+        lines += [f"| {name} | {value} |" for name, value in self.rows()]
+        lines += ["", "Cost growth (same worker process, sessions added between rows):", ""]
+        lines += [_md_row(self.GROWTH_HEADER), _md_row(("---",) * len(self.GROWTH_HEADER))]
+        lines += [_md_row(row) for row in self.growth_rows()]
+        lines += ["", "| goal | measured | result |", "|---|---|---|"]
+        lines += [
+            f"| {g.name} | {g.measured} | {'PASS' if g.passed else 'FAIL'} |" for g in self.goals()
+        ]
+        if self.profile is not None:
+            lines += [
+                "",
+                f"Worker profile under the same closed-loop load (py-spy, {self.profile.samples} "
+                "samples, a separate run from the figures above):",
+                "",
+                "| function | inclusive | own |",
+                "|---|---|---|",
+            ]
+            lines += [f"| `{n}` | {i} | {o} |" for n, i, o in self.profile_rows()]
+        lines += [
+            "",
+            "![throughput over time](plots/speak-throughput.png)",
+            "![latency distribution](plots/speak-latency.png)",
+        ]
+        return "\n".join(lines)
+
+    def plot(self, directory: Path) -> None:
+        head = self.headline
+        targets = [m for m in (self.relay, self.peer, head.throughput if head else None) if m]
+        plots.throughput(
+            {m.name: m.timeline for m in targets},
+            self.params.bin_s,
+            directory / "speak-throughput.png",
+        )
+        plots.latency(
+            {f"worker, {lv.live:,} live": [s * 1000 for s in lv.latency_s] for lv in self.levels}
+            | {
+                f"worker, {self.params.headline_level:,} live, {self.params.low_rate:g}/s": [
+                    s * 1000 for s in self.low_rate_latency_s
+                ],
+                "simulator alone": [s * 1000 for s in self.simulator_rtt_s],
+            },
+            directory / "speak-latency.png",
+        )
+
+
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _verdict(goal: Goal) -> str:
+    return f"{'PASS' if goal.passed else 'FAIL'} ({goal.measured})"
