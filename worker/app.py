@@ -109,14 +109,15 @@ class Worker:
         self.services = self._services(heygen, publisher)
         # Not on the consuming connection: a stream mishap must not close the partitions'.
         stream = StateStream(self._publish_conn, publisher)
-        self.orphans = OrphanHunt(self.services, stream, grace_s=s.orphan_grace_s)
+        self.orphans = self.services.orphans = OrphanHunt(
+            self.services, stream, grace_s=s.orphan_grace_s
+        )
         self.handover = Handover(
             self.services,
             stream,
             s.worker_id,
             refresh_s=s.snapshot_refresh_s,
             drain_wait_s=s.shutdown_grace_s + 5,
-            orphans=self.orphans,
         )
         self.services.emitter.after_session_event = self.handover.save
         # A replica cut off from the broker may have lost its partitions: stop acting on them.

@@ -16,7 +16,6 @@ from worker.bus.publisher import Publisher, PublishFailed
 from worker.bus.state_stream import Record, StateStream
 from worker.handlers.context import Services
 from worker.heygen.errors import HeyGenError
-from worker.orphans import OrphanHunt
 from worker.sessions.session import Session
 from worker.sessions.snapshot import SessionSnapshot
 
@@ -38,10 +37,8 @@ class Handover:
         *,
         refresh_s: float,
         drain_wait_s: float,
-        orphans: OrphanHunt | None = None,
     ) -> None:
         self._services = services
-        self._orphans = orphans
         self._stream = stream
         self._worker_id = worker_id
         self._refresh_s = refresh_s
@@ -185,8 +182,8 @@ class Handover:
             if snapshot.state is SessionState.CREATING and snapshot.heygen_session_id is None:
                 # Cut short during streaming.new: the create is redelivered and runs again, and
                 # the HeyGen session the first try may have made is hunted down.
-                if self._orphans is not None:
-                    self._orphans.suspect(snapshot.written_at)
+                if self._services.orphans is not None:
+                    self._services.orphans.suspect(snapshot.written_at)
                 continue
             if snapshot.state is SessionState.STOPPING:
                 await self._finish_stop(snapshot)
