@@ -167,7 +167,9 @@ async def _start(ctx: CommandContext, session: Session, sdp: SdpAnswer | None) -
         # A session that cannot start still bills: stop it, then report the failure.
         await end_session(ctx.services, session, StopReason.ERROR, ctx.command, detail=str(exc))
         raise
-    session.touch()
+    # The idle limit counts from when the session could first speak, not from the command.
+    session.last_speech = time.monotonic()
+    session.touch(session.last_speech)
     session.transition(SessionState.READY)
     ctx.services.watch(session)
     await ctx.emit(SessionReady, session, heygen_session_id=session.heygen_session_id)
