@@ -8,6 +8,7 @@ import logging
 import signal
 import ssl
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from functools import partial
 
 import aio_pika
@@ -24,6 +25,7 @@ from worker.bus.consumer import Consumer
 from worker.bus.ownership import OwnershipProbe
 from worker.bus.publisher import Publisher
 from worker.bus.state_stream import StateStream
+from worker.bus.state_tail import StateTail
 from worker.bus.topology import TopologyError, TopologySpec, declare_topology
 from worker.cli.errors import ExitCode
 from worker.dispatch import Dispatcher
@@ -112,13 +114,19 @@ class Worker:
         self.orphans = self.services.orphans = OrphanHunt(
             self.services, stream, grace_s=s.orphan_grace_s
         )
+        # Every live session is re-snapshotted each refresh, so two of them hold them all.
+        window = timedelta(seconds=2 * s.snapshot_refresh_s + 60)
         self.handover = Handover(
             self.services,
             stream,
+            StateTail(self._publish_conn, publisher, window=window),
             s.worker_id,
             refresh_s=s.snapshot_refresh_s,
             drain_wait_s=s.shutdown_grace_s + 5,
+            prefetch=s.prefetch,
         )
+        await self.handover.start()
+        self._stack.push_async_callback(self.handover.close)
         self.services.emitter.after_session_event = self.handover.save
         # A replica cut off from the broker may have lost its partitions: stop acting on them.
         self._consume_conn.close_callbacks.add(lambda *_: self.handover.release_all())
@@ -128,6 +136,7 @@ class Worker:
             dedup_capacity=s.dedup_capacity,
             before_partition=self.handover.ensure,
             admit=self.handover.admit,
+            on_requeue=self.handover.requeued,
         )
         self.pool = SessionPool(
             self.services,
@@ -301,13 +310,12 @@ class Worker:
         await self.handover.announce_draining([partition])
         await self._consumer.pause(partition)
         assert self.dispatcher is not None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.settings.shutdown_grace_s):
-                await self.dispatcher.wait_partition_idle(partition)
+        await self.dispatcher.finish_partition(partition, self.settings.shutdown_grace_s)
         await self.handover.seal([partition])
         self.handover.release(partition)
         await self.handover.announce_released([partition], self._publisher)
-        await self._consumer.resume(partition)
+        if not self._draining:  # a shutdown began meanwhile: its consumers are cancelled
+            await self._consumer.resume(partition)
 
     def readiness(self) -> tuple[bool, str]:
         if self._draining:
@@ -340,10 +348,12 @@ class Worker:
         if self._draining:
             return
         self._draining = True
-        owned = set(self.handover.adopted) if self._consumer is not None else set()
+        owned = self.handover.taking_part() if self._consumer is not None else set()
         if self._consumer is not None:
             await self.handover.announce_draining(owned)
             await self._consumer.stop_consuming()
+            # Only now: while consuming, a command sent back would come straight back here.
+            self.handover.stop_adopting()
         if self.dispatcher is not None:
             await self._drain(self.dispatcher)
         if self.services is not None:

@@ -33,6 +33,10 @@ from worker.sessions.mailbox import Preempted
 log = logging.getLogger(__name__)
 
 
+class _HandedOver(Exception):
+    """The command's turn came after the drain grace of its partition ended."""
+
+
 class RecentIds:
     """The idempotency window: the last `capacity` command ids this process finished."""
 
@@ -56,9 +60,11 @@ class Dispatcher:
         *,
         max_message_bytes: int,
         dedup_capacity: int,
-        before_partition: Callable[[int], Awaitable[None]] | None = None,
-        admit: Callable[[int, datetime], Awaitable[None]] | None = None,
+        before_partition: Callable[[int], Awaitable[bool]] | None = None,
+        admit: Callable[[int, datetime, bool], Awaitable[None]] | None = None,
+        on_requeue: Callable[[int], None] | None = None,
     ) -> None:
+        self._on_requeue = on_requeue
         self._services = services
         self._before_partition = before_partition
         self._admit = admit
@@ -67,6 +73,12 @@ class Dispatcher:
         self._finished = RecentIds(dedup_capacity)
         self._in_flight: dict[str, asyncio.Task[object] | None] = {}
         self._in_flight_partition: dict[str, int] = {}
+        # In flight and in their session's mailbox; of those, the ones whose handler runs.
+        self._queued: set[str] = set()
+        self._started: set[str] = set()
+        # Partitions whose drain grace is over (or all of them): nothing more starts there.
+        self._stopping: set[int] = set()
+        self._stop_all = False
         self._settled = asyncio.Condition()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -85,19 +97,67 @@ class Dispatcher:
                 lambda: partition not in self._in_flight_partition.values()
             )
 
+    async def finish_partition(self, partition: int, grace: float) -> None:
+        """Hand `partition` over (its consumer cancelled): its commands get `grace` to finish,
+        then the rest are requeued (see `_cut_short`), so none runs here afterwards."""
+        if await self._partition_idle(partition, grace):
+            return
+        try:
+            cancelled = self._cut_short(partition)
+            log.warning("handing partition %d over: cancelled %d", partition, cancelled)
+            await self._partition_idle(partition, 5)
+        finally:
+            self._stopping.discard(partition)  # it may come back later
+
+    async def _partition_idle(self, partition: int, within: float) -> bool:
+        try:
+            async with asyncio.timeout(within):
+                await self.wait_partition_idle(partition)
+        except TimeoutError:
+            return False
+        return True
+
     def cancel_in_flight(self) -> int:
         """At the end of the drain grace: cancelled commands are requeued, never dropped."""
-        tasks = [t for t in self._in_flight.values() if t is not None and not t.done()]
+        return self._cut_short(None)
+
+    def _cut_short(self, partition: int | None) -> int:
+        """The grace is over: requeue the commands of `partition` (or all) in their
+        sessions' order. Running ones (and any held before their mailbox) are cancelled;
+        the ones waiting for their turn requeue themselves when it comes, right after the
+        older command of their session: cancelled at once they would go back to the queue
+        ahead of it. A drain should not get here: RabbitMQ puts requeued commands behind
+        newer ones already queued, and the next owner may then run those first."""
+        if partition is None:
+            self._stop_all = True
+        else:
+            self._stopping.add(partition)
+        tasks = [
+            task
+            for command_id, task in self._in_flight.items()
+            if task is not None
+            and not task.done()
+            and partition in (None, self._in_flight_partition.get(command_id))
+            and (command_id in self._started or command_id not in self._queued)
+        ]
         for task in tasks:
             task.cancel()
         return len(tasks)
 
     async def handle(self, delivery: Delivery) -> Disposition:
+        disposition = await self._handle(delivery)
+        if disposition is REQUEUE and self._on_requeue is not None:
+            self._on_requeue(delivery.partition)
+        return disposition
+
+    async def _handle(self, delivery: Delivery) -> Disposition:
         metrics = self._services.metrics
         received = time.monotonic()
         if HANDOVER_HEADER in delivery.headers:
-            if self._before_partition is not None:
-                await self._before_partition(delivery.partition)
+            if self._before_partition is not None and not await self._before_partition(
+                delivery.partition
+            ):
+                return REQUEUE  # for the replica that takes the partition
             return ACK
         try:
             command = decode_command(
@@ -112,9 +172,12 @@ class Dispatcher:
         metrics.commands_received_total.labels(type=kind).inc()
         delay = (datetime.now(UTC) - command.sent_at).total_seconds()
         metrics.command_queue_delay_seconds.labels(type=kind).observe(max(0.0, delay))
-        if self._before_partition is not None:
-            # A partition new to this replica: its sessions are taken over first.
-            await self._before_partition(delivery.partition)
+        if self._before_partition is not None and not await self._before_partition(
+            delivery.partition
+        ):
+            # A partition new to this replica has its sessions taken over first; one this
+            # replica is letting go is not taken over again: the command goes back.
+            return REQUEUE
         if self._was_cut_short(command):
             return await self._report_cut_short(command)
         if self._seen(command):
@@ -132,9 +195,10 @@ class Dispatcher:
         self._idle.clear()
         metrics.commands_in_flight.inc()
         try:
-            if self._admit is not None:
-                # Counted in flight while held, so a drain waits for it instead of releasing.
-                await self._admit(delivery.partition, command.sent_at)
+            # Counted in flight while held, so a drain waits for it instead of releasing.
+            if not await self._admitted(delivery, command):
+                metrics.commands_total.labels(type=kind, outcome="requeued").inc()
+                return REQUEUE
             with (
                 log_context(session_id=_session_id(command), command_id=command.command_id),
                 consumer_span(kind, delivery.headers, command.command_id, _session_id(command)),
@@ -150,6 +214,8 @@ class Dispatcher:
         finally:
             del self._in_flight[command.command_id]
             del self._in_flight_partition[command.command_id]
+            self._started.discard(command.command_id)
+            self._queued.discard(command.command_id)
             async with self._settled:
                 self._settled.notify_all()
             if not self._in_flight:
@@ -160,6 +226,16 @@ class Dispatcher:
         metrics.commands_total.labels(type=kind, outcome=outcome).inc()
         metrics.command_duration_seconds.labels(type=kind).observe(time.monotonic() - received)
         return disposition
+
+    async def _admitted(self, delivery: Delivery, command: Command) -> bool:
+        """Held while its partition settles after a takeover; False: cut short, requeue it."""
+        if self._admit is None:
+            return True
+        try:
+            await self._admit(delivery.partition, command.sent_at, delivery.redelivered)
+            return True
+        except asyncio.CancelledError:
+            return False  # the drain grace ended while it was held: it never ran
 
     def _seen(self, command: Command) -> bool:
         """Finished or running here, or run for its session by a previous owner."""
@@ -226,6 +302,8 @@ class Dispatcher:
                 heygen_code=exc.code,
             )
             return "failed", ACK
+        except _HandedOver:
+            return "requeued", REQUEUE
         except (PublishFailed, asyncio.CancelledError) as exc:
             # Events not confirmed, or shutdown cut the work short: the broker redelivers it.
             log.warning("requeueing %s: %r", command.type, exc)
@@ -242,6 +320,9 @@ class Dispatcher:
         handler = HANDLERS[command.type]
 
         async def job() -> None:
+            if self._stop_all or ctx.partition in self._stopping:
+                raise _HandedOver
+            self._started.add(command.command_id)
             if ctx.principal is None and self._services.policy.require_user_id:
                 raise Rejected(RejectCode.FORBIDDEN, "commands must carry an AMQP user_id")
             # Checked when the command's turn comes: late real-time speech is worse than none.
@@ -252,6 +333,7 @@ class Dispatcher:
             await handler(command, ctx)
 
         key = _session_id(command)
+        self._queued.add(command.command_id)
         if key is None:
             await job()
         elif command.type in CONTROL_LANES:

@@ -6,6 +6,7 @@ consumer nothing when it becomes the active one; the management API does (`activ
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from urllib.parse import quote, unquote, urlsplit
@@ -17,6 +18,7 @@ from contracts.topology import partition_queue
 log = logging.getLogger(__name__)
 
 PARTITION_PREFIX = partition_queue(0)[:-1]
+REQUEST_TIMEOUT_S = 5.0
 
 
 def management_url_for(amqp_url: str) -> str:
@@ -47,7 +49,7 @@ class OwnershipProbe:
         self._http = httpx.AsyncClient(
             base_url=management_url or management_url_for(amqp_url),
             auth=(unquote(parts.username or "guest"), unquote(parts.password or "guest")),
-            timeout=5.0,
+            timeout=REQUEST_TIMEOUT_S,
             transport=transport,
         )
         self._warned = False
@@ -61,10 +63,10 @@ class OwnershipProbe:
         """Partitions whose consumer of ours is the active one; None if the API can't say."""
         tags = self._consumer_tags()
         try:
-            answer = await self._http.get(f"/api/consumers/{quote(self._vhost, safe='')}")
+            answer = await self._get(f"/api/consumers/{quote(self._vhost, safe='')}")
             answer.raise_for_status()
             consumers = answer.json()
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, ValueError, TimeoutError) as exc:
             if not self._warned:
                 log.warning("partition ownership unknown (management API: %s)", exc)
                 self._warned = True
@@ -82,10 +84,17 @@ class OwnershipProbe:
     async def queue_depth(self, queue: str) -> int | None:
         """Messages ready in `queue`, or None if the API can't say."""
         try:
-            answer = await self._http.get(
+            answer = await self._get(
                 f"/api/queues/{quote(self._vhost, safe='')}/{quote(queue, safe='')}"
             )
             answer.raise_for_status()
             return int(answer.json().get("messages", 0))
-        except (httpx.HTTPError, ValueError):
+        except (httpx.HTTPError, ValueError, TimeoutError):
             return None
+
+    async def _get(self, path: str) -> httpx.Response:
+        # A bound of our own besides httpx's: on the loaded test machine (worker on uvloop) a
+        # request to the management API hung for a minute and stopped the ownership poll, so
+        # no partition was handed over any more.
+        async with asyncio.timeout(REQUEST_TIMEOUT_S + 1):
+            return await self._http.get(path)

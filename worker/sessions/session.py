@@ -73,6 +73,8 @@ class Session:
     recent_commands: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_COMMANDS))
     # A command whose HeyGen side effect may have happened without any event saying so yet.
     pending_command: str | None = None
+    # Dropped by this replica because another one owns its partition now: it must not emit.
+    handed_over: bool = False
     # The event being published: snapshotted first, so a new owner can re-publish it
     # (same event_id and seq) if this replica died before the broker confirmed it.
     outbox: bytes | None = None
