@@ -206,9 +206,7 @@ class Report:
         ]
 
     def table(self) -> str:
-        rows = self.rows() + [(f"GOAL {g.name}", _verdict(g)) for g in self.goals()]
-        width = max(len(name) for name, _ in rows)
-        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+        return aligned(self.rows() + [(f"GOAL {g.name}", verdict(g)) for g in self.goals()])
 
     def markdown(self) -> str:
         p = self.params
@@ -274,5 +272,11 @@ def _spread(lateness: Sequence[float]) -> str:
     )
 
 
-def _verdict(goal: Goal) -> str:
+def verdict(goal: Goal) -> str:
     return f"{'PASS' if goal.passed else 'FAIL'} ({goal.measured})"
+
+
+def aligned(rows: Sequence[tuple[str, str]]) -> str:
+    """Name / value rows as two aligned columns of text."""
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

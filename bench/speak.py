@@ -361,6 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
     parser.add_argument("--label", default="", help="a note for this run's RESULTS.md title")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=SpeakParams.deadline_s,
+        help="stop (keeping what was measured) after this many seconds (%(default)s)",
+    )
     parser.add_argument("--source", type=Path, default=SpeakParams.source, help="tree to run")
     parser.add_argument(
         "--levels",
@@ -378,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=p.profile and not args.no_profile and profile.py_spy() is not None,
     )
     if not args.smoke:
-        p = replace(p, levels=args.levels)
+        p = replace(p, levels=args.levels, deadline_s=args.deadline)
     try:
         report = asyncio.run(_main(p))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import plots
-from bench.keepalive_report import REPO, Goal, mb
+from bench.keepalive_report import REPO, Goal, aligned, mb, verdict
 from bench.profile import Profile
 from bench.stats import quantile
 
@@ -283,21 +283,12 @@ class SpeakReport:
         "errors",
     )
 
-    def profile_rows(self, n: int = 12) -> list[tuple[str, str, str]]:
-        if self.profile is None:
-            return []
-        own = dict(self.profile.top(self.profile.own, 10_000))
-        # Frames under which nearly everything runs (the loop, the entry point) say nothing.
-        return [
-            (name, f"{share:.1%}", f"{own.get(name, 0.0):.1%}")
-            for name, share in self.profile.top(self.profile.inclusive, n + 60)
-            if share < 0.8 or own.get(name, 0.0) > 0.05
-        ][:n]
+    def profile_rows(self, n: int = 15) -> list[tuple[str, str, str]]:
+        """The functions the worker spent most samples in themselves (own), with inclusive."""
+        return profile_rows(self.profile, n) if self.profile is not None else []
 
     def table(self) -> str:
-        rows = self.rows() + [(f"GOAL {g.name}", _verdict(g)) for g in self.goals()]
-        width = max(len(name) for name, _ in rows)
-        lines = [f"{name:<{width}}  {value}" for name, value in rows]
+        lines = [aligned(self.rows() + [(f"GOAL {g.name}", verdict(g)) for g in self.goals()])]
         lines += ["", "cost growth: " + " | ".join(self.GROWTH_HEADER)]
         lines += ["  " + " | ".join(row) for row in self.growth_rows()]
         if self.profile is not None:
@@ -347,7 +338,7 @@ class SpeakReport:
                 f"Worker profile under the same closed-loop load (py-spy, {self.profile.samples} "
                 "samples, a separate run from the figures above):",
                 "",
-                "| function | inclusive | own |",
+                "| function (most own samples first) | inclusive | own |",
                 "|---|---|---|",
             ]
             lines += [f"| `{n}` | {i} | {o} |" for n, i, o in self.profile_rows()]
@@ -378,9 +369,14 @@ class SpeakReport:
         )
 
 
+def profile_rows(profile: Profile, n: int = 15) -> list[tuple[str, str, str]]:
+    """(function, inclusive share, own share) of the `n` functions with the most own samples."""
+    inclusive = dict(profile.top(profile.inclusive, len(profile.inclusive)))
+    return [
+        (name, f"{inclusive.get(name, 0.0):.1%}", f"{share:.1%}")
+        for name, share in profile.top(profile.own, n)
+    ]
+
+
 def _md_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
-
-
-def _verdict(goal: Goal) -> str:
-    return f"{'PASS' if goal.passed else 'FAIL'} ({goal.measured})"

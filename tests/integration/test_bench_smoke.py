@@ -31,6 +31,7 @@ async def test_speak_benchmark_measures_every_target(tmp_path: Path) -> None:
     started = time.monotonic()
     report = await speak.run(SPEAK_SMOKE, log_dir=tmp_path)
 
+    assert not report.aborted, report.table()
     assert time.monotonic() - started < SPEAK_SMOKE.deadline_s
     # Ceilings, peer and worker each answered every command they were sent, none failed.
     assert report.http_rps > 0
