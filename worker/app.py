@@ -50,6 +50,8 @@ from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
+TASK_EXIT_S = 5.0
+
 
 class Worker:
     """One replica. `start()` brings it up, `run()` serves until a signal, then drains.
@@ -363,7 +365,11 @@ class Worker:
                         await end_session(self.services, session, StopReason.SHUTDOWN, None)
             for task in [*self._tasks, *self.services.background]:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._tasks:
+                # Bounded: a task stuck in a call that ignores cancellation must not hang the exit.
+                _, stuck = await asyncio.wait(self._tasks, timeout=TASK_EXIT_S)
+                if stuck:
+                    log.warning("%d background tasks ignored cancellation", len(stuck))
             # Nothing of ours may emit for these sessions once the next owner takes over.
             await self.handover.seal(owned)
             self.handover.release_all()
