@@ -28,7 +28,9 @@ class SpeakParams:
     partitions: int = 8  # the worker's default, for every target
     prefetch: int = 64  # the worker's default, per partition, for every target
     in_flight: int = 512  # closed loop: published and unanswered commands, every target
-    warmup_s: float = 2.0
+    # The peer answers nothing for its first ~5 s (httpx pool and FastStream start-up): a
+    # warm-up past that for every target, so the window measures steady rates.
+    warmup_s: float = 7.0
     duration_s: float = 8.0
     bin_s: float = 0.25
     rate: float = 200.0  # commands per second of the latency runs
