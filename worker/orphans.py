@@ -74,8 +74,8 @@ class OrphanHunt:
         if not suspects:
             return []
         # Every snapshot of every partition since then: any that names a suspect claims it.
-        records = await self._stream.read(None, since - MARGIN)
-        orphans = [s for s in suspects if not any(s.encode() in r.body for r in records)]
+        records = await self._stream.read(since - MARGIN)
+        orphans = [s for s in suspects if not any(s.encode() in body for body in records)]
         for heygen_id in orphans:
             log.warning("stopping HeyGen session %s left by a create cut short", heygen_id)
             with contextlib.suppress(SessionClosedError):

@@ -1,15 +1,16 @@
-"""Session snapshots kept in RabbitMQ itself: a stream every replica appends to, and the new
-owner of a partition replays (the recent window, that partition only) to take it over."""
+"""Session snapshots kept in RabbitMQ itself: a stream every replica appends to and follows
+(`state_tail.py`), so that the new owner of a partition can take its sessions over.
+
+Snapshots are group-committed: those appended while earlier ones wait for their confirm go out
+together, one per line of one record. A snapshot is written before each event, so under load the
+stream would otherwise cost the broker more messages than the events themselves.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
@@ -19,25 +20,18 @@ from worker.bus.publisher import Publisher
 
 STATE_STREAM = "avatar.sessions.state"
 PARTITION_HEADER = "x-partition"
+# A record of newline-separated snapshots (compact JSON has no raw newline); each names its
+# partition. Single snapshots with PARTITION_HEADER are still read (older replicas).
+BATCH_HEADER = "x-snapshots"
+# Records in flight at once; more snapshots wait and join the next record.
+FLUSHERS = 2
+MAX_BATCH = 500
 MARKER_HEADER = "x-read-marker"
 # Ownership records: a draining owner says so before cancelling its consumer, and says
 # "released" once its in-flight commands are done; the next owner waits for that.
 OWNERSHIP_HEADER = "x-ownership"
 WORKER_HEADER = "x-worker"
 READ_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class Record:
-    body: bytes
-    headers: Mapping[str, Any]
-    timestamp: datetime | None
-
-    @property
-    def ownership(self) -> tuple[str, str] | None:
-        """(state, worker) of an ownership record; None for a snapshot."""
-        state = self.headers.get(OWNERSHIP_HEADER)
-        return (str(state), str(self.headers.get(WORKER_HEADER))) if state else None
 
 
 def stream_arguments(max_age: str) -> dict[str, aio_pika.abc.FieldValue]:
@@ -52,10 +46,33 @@ class StateStream:
         # connection tripped "CHANNEL_ERROR - expected 'channel.open'", which closes it all.
         self._reading = asyncio.Lock()
         self._channel: AbstractChannel | None = None
+        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._flushers: set[asyncio.Task[None]] = set()
 
-    async def append(self, partition: int, body: bytes) -> None:
-        """Append one snapshot, confirmed by the broker."""
-        await self._append(body, {PARTITION_HEADER: partition})
+    async def append(self, body: bytes) -> None:
+        """Append one snapshot (its JSON names its partition); returns once confirmed."""
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((body, future))
+        if len(self._flushers) < FLUSHERS:
+            flusher = asyncio.create_task(self._flush())
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
+        await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                body = b"\n".join(body for body, _ in batch)
+                await self._append(body, {BATCH_HEADER: len(batch)})
+            except Exception as exc:  # PublishFailed: every snapshot of the record failed
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
 
     async def mark(self, partition: int, ownership: str, worker_id: str) -> None:
         """Append an ownership record ("draining", "released") for `partition`."""
@@ -84,36 +101,23 @@ class StateStream:
             await self._channel.set_qos(prefetch_count=1000)  # streams need a prefetch
         return self._channel
 
-    async def read(
-        self,
-        partition: int | None,
-        since: datetime,
-        *,
-        keep_reading: Callable[[list[Record]], bool] = lambda _: False,
-        wait_s: float = 0.0,
-    ) -> list[Record]:
-        """Every record of `partition` (of all, for None) appended since `since`, oldest first.
+    async def read(self, since: datetime) -> list[bytes]:
+        """The body of every record appended since `since`, oldest first.
 
-        A stream has no "end": a marker is appended first and the read stops when it comes by,
-        or, while `keep_reading(records)` holds, when a later record makes it false (at most
-        `wait_s` more seconds).
+        A stream has no "end": a marker is appended first, and the read stops when it comes by.
         """
         marker = uuid.uuid4().hex
         await self._publisher.publish_reply(
             AmqpEnvelope(body=b"", properties={"headers": {MARKER_HEADER: marker}}), STATE_STREAM
         )
-        records: list[Record] = []
+        bodies: list[bytes] = []
         passed = asyncio.Event()
-        done = asyncio.Event()
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            headers = message.headers or {}
-            if headers.get(MARKER_HEADER) == marker:
+            if (message.headers or {}).get(MARKER_HEADER) == marker:
                 passed.set()
-            elif partition is None or headers.get(PARTITION_HEADER) == partition:
-                records.append(Record(message.body, headers, message.timestamp))
-            if passed.is_set() and not keep_reading(records):
-                done.set()
+            elif not passed.is_set():
+                bodies.append(message.body)
             await message.ack()
 
         async with self._reading:
@@ -122,8 +126,6 @@ class StateStream:
             tag = await queue.consume(on_message, arguments={"x-stream-offset": since})
             try:
                 await asyncio.wait_for(passed.wait(), READ_TIMEOUT_S)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), wait_s)
             finally:
                 await queue.cancel(tag)
-        return records
+        return bodies

@@ -29,6 +29,7 @@ from contracts.codec import AmqpEnvelope
 from contracts.common import SessionState
 from worker.bus.publisher import Publisher
 from worker.bus.state_stream import (
+    BATCH_HEADER,
     MARKER_HEADER,
     OWNERSHIP_HEADER,
     PARTITION_HEADER,
@@ -168,22 +169,29 @@ class StateTail:
             if seen is not None:
                 seen.set()
             return
+        at = _aware(message.timestamp)
+        if BATCH_HEADER in headers:
+            for body in message.body.split(b"\n"):
+                self._take_snapshot(body, at)
+            return
         partition = headers.get(PARTITION_HEADER)
         if not isinstance(partition, int):
             return
-        at = _aware(message.timestamp)
         ownership = headers.get(OWNERSHIP_HEADER)
         if ownership:
             self._marks[partition] = Mark(str(ownership), str(headers.get(WORKER_HEADER)), at)
             self._marked.set()
             self._marked = asyncio.Event()
             return
-        fields = json.loads(message.body)
-        sessions = self._snapshots.setdefault(partition, {})
+        self._take_snapshot(message.body, at)
+
+    def _take_snapshot(self, body: bytes, at: datetime | None) -> None:
+        fields = json.loads(body)
+        sessions = self._snapshots.setdefault(fields["partition"], {})
         if fields.get("state") == SessionState.STOPPED.value:
             sessions.pop(fields["session_id"], None)  # nothing left to adopt
         else:
-            sessions[fields["session_id"]] = Snapshot(message.body, at)
+            sessions[fields["session_id"]] = Snapshot(body, at)
 
 
 def _aware(at: datetime | None) -> datetime | None:
