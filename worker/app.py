@@ -99,6 +99,11 @@ class Worker:
         heygen = await self._heygen_client()
         self._consume_conn = await self._connect("consume")
         self._publish_conn = await self._connect("publish")
+        # Reading the state stream has a connection of its own: right after a broker restart
+        # the stream can be unavailable for a while, and a robust connection whose channel
+        # cannot be restored fails its whole reconnection, which once left the publishing
+        # channel closed for good.
+        state_conn = await self._connect("state")
         await declare_topology(
             self._consume_conn,
             TopologySpec(s.partitions, s.delivery_limit, state_max_age=s.state_retention),
@@ -111,8 +116,7 @@ class Worker:
         await publisher.start()
         self._stack.push_async_callback(publisher.close)
         self.services = self._services(heygen, publisher)
-        # Not on the consuming connection: a stream mishap must not close the partitions'.
-        stream = StateStream(self._publish_conn, publisher)
+        stream = StateStream(state_conn, publisher)
         self.orphans = self.services.orphans = OrphanHunt(
             self.services, stream, grace_s=s.orphan_grace_s
         )
@@ -121,7 +125,7 @@ class Worker:
         self.handover = Handover(
             self.services,
             stream,
-            StateTail(self._publish_conn, publisher, window=window),
+            StateTail(state_conn, publisher, window=window),
             s.worker_id,
             refresh_s=s.snapshot_refresh_s,
             drain_wait_s=s.shutdown_grace_s + 5,

@@ -243,8 +243,15 @@ async def test_rolling_restart_keeps_every_session(
         if isinstance(e, CommandRejected) and e.causation_id in ids
     )
     assert outcomes["command.rejected"] == 0, rejected
-    # At most the speak the SIGKILL cut mid-call per session fails with "interrupted".
-    assert cut_short <= PARTITIONS * 4, outcomes
+    # Only a speak the SIGKILL cut mid-call fails ("interrupted"): one per session at most,
+    # since a session's speaks run one at a time.
+    cut = [
+        s.session_id
+        for s in speaks
+        if any(isinstance(e, CommandFailed) for e in by_command[s.command_id])
+    ]
+    assert {code for code, _ in failed} <= {"interrupted"}, failed
+    assert max(Counter(cut).values(), default=0) <= 1, Counter(cut)
 
     heygen_tasks = sum(s.tasks for s in stats.sessions.values())
     started = outcomes["speech.started"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,6 +14,8 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from contracts.codec import AmqpEnvelope
 from contracts.topology import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE
 from worker.bus.delivery import HANDOVER_HEADER
+
+log = logging.getLogger(__name__)
 
 
 class PublishFailed(RuntimeError):
@@ -38,21 +42,41 @@ class Publisher:
         self._channel: AbstractChannel | None = None
         self._events: AbstractExchange | None = None
         self._dlx: AbstractExchange | None = None
+        self._healing = asyncio.Lock()
 
     async def start(self) -> None:
         self._channel = await self._connection.channel(publisher_confirms=True)
         self._events = await self._channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
         self._dlx = await self._channel.get_exchange(DEAD_LETTER_EXCHANGE, ensure=False)
 
+    async def _heal(self) -> None:
+        """A fresh channel if ours stayed closed once the connection was back: a robust
+        channel whose restore was cut by a failed reconnection attempt is never restored."""
+        if self._needs_healing():
+            async with self._healing:
+                if self._needs_healing():  # not healed meanwhile by another publish
+                    stale = self._channel
+                    log.warning("publishing channel stayed closed after a reconnection: reopening")
+                    await self.start()
+                    if stale is not None:
+                        with contextlib.suppress(Exception):
+                            await stale.close()  # or the connection restores it one day too
+
+    def _needs_healing(self) -> bool:
+        channel = self._channel
+        return channel is not None and channel.is_closed and self._connection.connected.is_set()
+
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
     async def publish_event(self, envelope: AmqpEnvelope, routing_key: str) -> None:
+        await self._heal()
         assert self._events is not None, "Publisher.start() first"
         await self._publish(self._events, envelope, routing_key)
 
     async def publish_reply(self, envelope: AmqpEnvelope, reply_to: str) -> None:
+        await self._heal()
         assert self._channel is not None, "Publisher.start() first"
         await self._publish(self._channel.default_exchange, envelope, reply_to)
 
@@ -66,6 +90,7 @@ class Publisher:
     async def dead_letter(
         self, body: bytes, properties: Mapping[str, Any], headers: Mapping[str, Any]
     ) -> None:
+        await self._heal()
         assert self._dlx is not None, "Publisher.start() first"
         envelope = AmqpEnvelope(body=body, properties={**properties, "headers": dict(headers)})
         await self._publish(self._dlx, envelope, "")
