@@ -285,18 +285,24 @@ class Worker:
         state lags by its statistics interval, so "not active" may just be stale.
         """
         while True:
-            owned = await probe.owned()
-            self.metrics.broker_api_up.set(owned is not None)
-            if owned is not None:
-                self.owned_partitions = owned
-                self.metrics.partitions_owned.set(len(owned))
-                for partition in owned:
-                    await self.handover.ensure(partition)
-                await self._rebalance(probe.replicas)
-            depth = await probe.queue_depth(DEAD_LETTER_QUEUE)
-            if depth is not None:
-                self.metrics.dead_letter_queue_messages.set(depth)
+            try:
+                await self._poll_broker(probe)
+            except Exception:  # one bad poll must not end them: rebalancing depends on it
+                log.exception("ownership poll failed")
             await asyncio.sleep(self.settings.ownership_poll_s)
+
+    async def _poll_broker(self, probe: OwnershipProbe) -> None:
+        owned = await probe.owned()
+        self.metrics.broker_api_up.set(owned is not None)
+        if owned is not None:
+            self.owned_partitions = owned
+            self.metrics.partitions_owned.set(len(owned))
+            for partition in owned:
+                await self.handover.ensure(partition)
+            await self._rebalance(probe.replicas)
+        depth = await probe.queue_depth(DEAD_LETTER_QUEUE)
+        if depth is not None:
+            self.metrics.dead_letter_queue_messages.set(depth)
 
     async def _rebalance(self, replicas: int) -> None:
         """Hand one partition to another replica when this one owns more than its share.

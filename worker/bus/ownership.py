@@ -34,6 +34,12 @@ def vhost_of(amqp_url: str) -> str:
     return unquote(path[1:]) if len(path) > 1 else "/"
 
 
+def _field(consumer: dict[str, object], section: str, key: str) -> object:
+    """consumer[section][key]; a section the API has no details for yet is an empty list."""
+    details = consumer.get(section)
+    return details.get(key) if isinstance(details, dict) else None
+
+
 class OwnershipProbe:
     def __init__(
         self,
@@ -74,9 +80,9 @@ class OwnershipProbe:
         active = {c.get("consumer_tag") for c in consumers if c.get("active")}
         self.replicas = len(
             {
-                c.get("channel_details", {}).get("connection_name")
+                _field(c, "channel_details", "connection_name")
                 for c in consumers
-                if str(c.get("queue", {}).get("name", "")).startswith(PARTITION_PREFIX)
+                if str(_field(c, "queue", "name")).startswith(PARTITION_PREFIX)
             }
         )
         return {partition for partition, tag in tags.items() if tag in active}
