@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import ssl
+import time
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from functools import partial
@@ -51,6 +52,9 @@ from worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 TASK_EXIT_S = 5.0
+# A rebalance gives a partition's held commands this many shutdown graces to finish: within
+# the next owner's patience (`Handover`: three times the grace plus 5 s).
+REBALANCE_GRACE_FACTOR = 2
 
 
 class Worker:
@@ -319,13 +323,19 @@ class Worker:
             return
         partition = mine[-1]
         log.info("handing partition %d over (own %d, fair share %d)", partition, len(mine), fair)
+        began = time.monotonic()
         await self.handover.announce_draining([partition])
         await self._consumer.pause(partition)
         assert self.dispatcher is not None
-        await self.dispatcher.finish_partition(partition, self.settings.shutdown_grace_s)
+        # Nothing forces a rebalance to hurry, unlike a SIGTERM: what it holds is finished
+        # rather than requeued behind newer commands, which the next owner could run first.
+        # A loaded replica can take longer than the shutdown grace.
+        grace = REBALANCE_GRACE_FACTOR * self.settings.shutdown_grace_s
+        await self.dispatcher.finish_partition(partition, grace)
         await self.handover.seal([partition])
         self.handover.release(partition)
         await self.handover.announce_released([partition], self._publisher)
+        log.info("handed partition %d over in %.2f s", partition, time.monotonic() - began)
         if not self._draining:  # a shutdown began meanwhile: its consumers are cancelled
             await self._consumer.resume(partition)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -73,6 +73,9 @@ class Dispatcher:
         self._finished = RecentIds(dedup_capacity)
         self._in_flight: dict[str, asyncio.Task[object] | None] = {}
         self._in_flight_partition: dict[str, int] = {}
+        # Deliveries per partition from the moment they reach us to their disposition,
+        # whatever path they take (a duplicate's flush, a takeover, a held command).
+        self._handling: Counter[int] = Counter()
         # In flight and in their session's mailbox; of those, the ones whose handler runs.
         self._queued: set[str] = set()
         self._started: set[str] = set()
@@ -91,11 +94,9 @@ class Dispatcher:
         await self._idle.wait()
 
     async def wait_partition_idle(self, partition: int) -> None:
-        """Until no command of `partition` is running."""
+        """Until no delivery of `partition` is being handled."""
         async with self._settled:
-            await self._settled.wait_for(
-                lambda: partition not in self._in_flight_partition.values()
-            )
+            await self._settled.wait_for(lambda: not self._handling[partition])
 
     async def finish_partition(self, partition: int, grace: float) -> None:
         """Hand `partition` over (its consumer cancelled): its commands get `grace` to finish,
@@ -145,10 +146,19 @@ class Dispatcher:
         return len(tasks)
 
     async def handle(self, delivery: Delivery) -> Disposition:
-        disposition = await self._handle(delivery)
-        if disposition is REQUEUE and self._on_requeue is not None:
-            self._on_requeue(delivery.partition)
-        return disposition
+        self._handling[delivery.partition] += 1
+        self._idle.clear()
+        try:
+            disposition = await self._handle(delivery)
+            if disposition is REQUEUE and self._on_requeue is not None:
+                self._on_requeue(delivery.partition)
+            return disposition
+        finally:
+            self._handling[delivery.partition] -= 1
+            if not any(self._handling.values()):
+                self._idle.set()
+            async with self._settled:
+                self._settled.notify_all()
 
     async def _handle(self, delivery: Delivery) -> Disposition:
         metrics = self._services.metrics
@@ -192,7 +202,6 @@ class Dispatcher:
             return ACK
         self._in_flight[command.command_id] = asyncio.current_task()
         self._in_flight_partition[command.command_id] = delivery.partition
-        self._idle.clear()
         metrics.commands_in_flight.inc()
         try:
             # Counted in flight while held, so a drain waits for it instead of releasing.
@@ -206,20 +215,18 @@ class Dispatcher:
                 outcome, disposition = await self._execute(command, delivery)
                 log.log(
                     logging.DEBUG if outcome == "ok" else logging.INFO,
-                    "%s %s in %.1f ms",
+                    "%s %s in %.1f ms (partition %d%s)",
                     kind,
                     outcome,
                     (time.monotonic() - received) * 1000,
+                    delivery.partition,
+                    ", redelivered" if delivery.redelivered else "",
                 )
         finally:
             del self._in_flight[command.command_id]
             del self._in_flight_partition[command.command_id]
             self._started.discard(command.command_id)
             self._queued.discard(command.command_id)
-            async with self._settled:
-                self._settled.notify_all()
-            if not self._in_flight:
-                self._idle.set()
             metrics.commands_in_flight.dec()
         if disposition is not REQUEUE:
             self._finished.add(command.command_id)

@@ -42,7 +42,7 @@ REPLICA_ENV = {
     "WORKER_PREFETCH": "16",
     "WORKER_SHUTDOWN_GRACE_S": "10",
     "WORKER_MAX_SESSIONS": "200",
-    "LOG_LEVEL": "INFO",
+    "LOG_LEVEL": "DEBUG",
 }
 
 
@@ -78,6 +78,16 @@ async def dead_letters(amqp_url: str) -> int:
     async with httpx.AsyncClient(base_url=RABBIT_MGMT, auth=(RABBIT_USER, RABBIT_PASSWORD)) as m:
         queue = (await m.get(f"/api/queues/{vhost}/{DEAD_LETTER_QUEUE}")).json()
     return int(queue.get("messages", 0))
+
+
+def replica_lines(log_dir: Path, session_id: str) -> list[str]:
+    """What each replica logged about a session (partition, redelivered or not), and warnings."""
+    return [
+        f"{path.stem}: {line[:400]}"
+        for path in sorted(log_dir.glob("r*.log"))
+        for line in path.read_text(errors="replace").splitlines()
+        if f'"session_id": "{session_id}"' in line or '"WARNING"' in line
+    ]
 
 
 async def wait_spread(amqp_url: str, replicas: set[str], within: float = 40) -> dict[int, str]:
@@ -130,7 +140,16 @@ async def test_rolling_restart_keeps_every_session(
         producer = await tapped_producer(connection)
         for session_id in SESSIONS:
             await producer.send(SessionCreate(session_id=session_id, avatar_id="a"))
-        await producer.tap.wait_count(lambda e: e.type == "session.ready", len(SESSIONS), 30)
+        try:
+            await producer.tap.wait_count(lambda e: e.type == "session.ready", len(SESSIONS), 30)
+        except TimeoutError:
+            ready = {e.session_id for e in producer.tap.events if e.type == "session.ready"}
+            missing = {
+                s: [(e.type, e.worker_id) for e in producer.tap.of(s)]
+                for s in SESSIONS
+                if s not in ready
+            }
+            raise AssertionError(f"not ready within 30 s: {missing}") from None
 
         published: dict[str, list[SessionSpeak]] = defaultdict(list)
         stop_traffic = asyncio.Event()
@@ -230,6 +249,8 @@ async def test_rolling_restart_keeps_every_session(
         print(f"seq gap in {session_id}: {seqs}")
     for session_id, pairs in inversions.items():
         print(f"inversion in {session_id}: {pairs}")
+        for line in replica_lines(tmp_path, session_id):
+            print(line)
 
     # No session closed by HeyGen's idle timeout: keep-alives survived both handovers.
     assert closed == {}, closed

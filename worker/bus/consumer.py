@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -18,6 +19,9 @@ from worker.bus.delivery import Action, Delivery, Disposition
 from worker.bus.publisher import Publisher, PublishFailed
 
 log = logging.getLogger(__name__)
+
+# Loop turns between aiormq reading a delivery and our callback starting, with a margin.
+DELIVERY_HOPS = 4
 
 DeliveryHandler = Callable[[Delivery], Awaitable[Disposition]]
 
@@ -81,9 +85,16 @@ class Consumer:
             self._on_partition_lost(partition)
 
     async def pause(self, partition: int) -> None:
-        """Cancel one partition's consumer: the broker activates the next replica's."""
+        """Cancel one partition's consumer: the broker activates the next replica's.
+
+        Returns once every delivery the broker sent before its cancel-ok has reached the
+        handler: each is two task hops away (aiormq's, then aio-pika's), and one still on its
+        way when the partition is released would be requeued behind newer commands, which
+        the next owner may then run first.
+        """
         queue, tag = self._consumers.pop(partition)
         await queue.cancel(tag)
+        await _deliveries_arrived()
 
     async def resume(self, partition: int) -> None:
         """Register again on the same channel, at the back of the single-active-consumer line."""
@@ -103,6 +114,7 @@ class Consumer:
                 await queue.cancel(tag)
             except Exception as exc:  # a dead channel has no consumer left to cancel
                 log.warning("cancelling consumer on %s failed: %r", queue.name, exc)
+        await _deliveries_arrived()
 
     async def close(self) -> None:
         await self.stop_consuming()
@@ -185,3 +197,9 @@ class Consumer:
         await message.ack()
         if self._on_dead_letter is not None:
             self._on_dead_letter(reason)
+
+
+async def _deliveries_arrived() -> None:
+    """Once a cancel is confirmed: until the deliveries sent before it reach the handler."""
+    for _ in range(DELIVERY_HOPS):
+        await asyncio.sleep(0)

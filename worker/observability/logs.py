@@ -127,3 +127,6 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     # At DEBUG these dump whole AMQP frames: message bodies, access tokens included.
     for chatty in ("aiormq", "aio_pika"):
         logging.getLogger(chatty).setLevel(max(logging.INFO, root.level))
+    # httpx logs every request at INFO: the management API polls would drown the worker's own.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
