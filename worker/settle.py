@@ -13,6 +13,11 @@ others, that is if they and whatever is queued ahead of them fit in its prefetch
 commands are unacknowledged, and with the prefetch full nothing more is delivered. A drain
 that finishes within its grace returns nothing; after a crash the queue ahead of the returned
 commands holds only what the dead owner had not fetched yet.
+
+Let go, the held commands pass one at a time, each waking the next once it is on its way to
+its session's mailbox, and a command arriving meanwhile queues behind them: woken all at once,
+they resumed after a delivery already scheduled in the same loop turn, which then entered its
+session's mailbox ahead of an older held command of that session.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,6 +61,8 @@ class Settling:
         self._prefetch = prefetch
         self._spawn = spawn
         self._windows: dict[int, _Window] = {}
+        # Per partition, the commands let go and not yet on their way, in the order they go.
+        self._lines: dict[int, deque[asyncio.Future[None]]] = {}
         self._closed: dict[int, float] = {}
 
     def begin(self, partition: int, *, clean: bool) -> None:
@@ -67,10 +75,11 @@ class Settling:
         self._spawn(self._close_later(partition))
 
     async def admit(self, partition: int, sent_at: datetime, redelivered: bool) -> None:
-        """Until the command may run."""
+        """Until the command may run: it then goes on to its session's mailbox at once."""
         window = self._windows.get(partition)
+        line = self._lines.get(partition)
         loop = asyncio.get_running_loop()
-        if window is None:
+        if window is None and not line:
             closed = self._closed.get(partition)
             if redelivered and closed is not None and loop.time() - closed < LATE_S:
                 # Older commands of its session may have run already.
@@ -80,12 +89,32 @@ class Settling:
                     loop.time() - closed,
                 )
             return
-        if redelivered:
-            window.redelivered += 1
-            window.last_redelivery = loop.time()
         future: asyncio.Future[None] = loop.create_future()
-        window.held.append((sent_at, future))
-        await future
+        if window is not None:
+            if redelivered:
+                window.redelivered += 1
+                window.last_redelivery = loop.time()
+            window.held.append((sent_at, future))
+        else:
+            assert line is not None
+            line.append(future)  # behind the held commands still on their way
+        try:
+            await future
+        finally:
+            self._passed(partition, future)
+
+    def _passed(self, partition: int, future: asyncio.Future[None]) -> None:
+        """`future`'s command is on its way (or was cancelled): wake the next in line."""
+        line = self._lines.get(partition)
+        if line is None or future not in line:
+            return  # still held in the window (cancelled there), or never in a line
+        if line[0] is not future:
+            line.remove(future)  # cancelled while waiting its turn
+            return
+        line.popleft()
+        _wake_first(line)
+        if not line:
+            del self._lines[partition]
 
     def release_now(self, partition: int) -> None:
         """Close `partition`'s window at once (it is being handed over again)."""
@@ -119,6 +148,14 @@ class Settling:
             if full and not window.clean
             else "",
         )
-        for _, future in held:
-            if not future.done():
-                future.set_result(None)
+        line = deque(future for _, future in held if not future.done())
+        if line:
+            self._lines[partition] = line
+            _wake_first(line)
+
+
+def _wake_first(line: deque[asyncio.Future[None]]) -> None:
+    while line and line[0].done():  # its waiter was cancelled and has not cleaned up yet
+        line.popleft()
+    if line:
+        line[0].set_result(None)

@@ -77,3 +77,48 @@ async def test_release_now_ends_the_window(monkeypatch: pytest.MonkeyPatch) -> N
     s.release_now(0)
     async with asyncio.timeout(1):
         await held
+
+
+async def test_a_command_arriving_as_the_window_closes_goes_after_the_held_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Seen in the scale-out test: a delivery already scheduled when the window closed entered
+    # its session's mailbox before an older held command of that session had resumed.
+    monkeypatch.setattr(settle, "SETTLE_S", 30.0)
+    s, _ = settling(prefetch=64)
+    s.begin(0, clean=True)
+    passed: list[str] = []
+
+    async def one(name: str, at: int) -> None:
+        await s.admit(0, T0 + timedelta(seconds=at), False)
+        passed.append(name)
+
+    held = [asyncio.create_task(one(f"held {i}", i)) for i in range(3)]
+    await asyncio.sleep(0.01)
+    s.release_now(0)
+    # Scheduled right behind the window's closing, as a delivery read in the same loop turn.
+    newcomer = asyncio.create_task(one("newcomer", 10))
+    async with asyncio.timeout(1):
+        await asyncio.gather(*held, newcomer)
+    assert passed == ["held 0", "held 1", "held 2", "newcomer"]
+
+
+async def test_a_held_command_cancelled_in_line_lets_the_next_one_go() -> None:
+    s, _ = settling(prefetch=64)
+    s.begin(0, clean=True)
+    passed: list[int] = []
+
+    async def one(at: int) -> None:
+        await s.admit(0, T0 + timedelta(seconds=at), False)
+        passed.append(at)
+
+    tasks = [asyncio.create_task(one(i)) for i in range(3)]
+    await asyncio.sleep(0.01)
+    s.release_now(0)
+    await asyncio.sleep(0)  # the window closes; the first in line is woken
+    tasks[1].cancel()
+    async with asyncio.timeout(1):
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert passed == [0, 2]
+    async with asyncio.timeout(0.01):  # the line is gone: the next command goes at once
+        await s.admit(0, T0, False)
