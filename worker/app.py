@@ -120,16 +120,17 @@ class Worker:
         await publisher.start()
         self._stack.push_async_callback(publisher.close)
         self.services = self._services(heygen, publisher)
-        stream = StateStream(state_conn, publisher)
-        self.orphans = self.services.orphans = OrphanHunt(
-            self.services, stream, grace_s=s.orphan_grace_s
-        )
+        stream = StateStream(publisher)
         # Every live session is re-snapshotted each refresh, so two of them hold them all.
         window = timedelta(seconds=2 * s.snapshot_refresh_s + 60)
+        tail = StateTail(state_conn, publisher, window=window)
+        self.orphans = self.services.orphans = OrphanHunt(
+            self.services, tail, grace_s=s.orphan_grace_s
+        )
         self.handover = Handover(
             self.services,
             stream,
-            StateTail(state_conn, publisher, window=window),
+            tail,
             s.worker_id,
             refresh_s=s.snapshot_refresh_s,
             drain_wait_s=s.shutdown_grace_s + 5,

@@ -5,8 +5,9 @@ answer's snapshot is in the state stream, the new owner sees that checkpoint wit
 HeyGen may have created (and bills) a session that no event names and nobody would ever stop,
 and the redelivered create makes another one. HeyGen's answer carries no id of ours, so the
 orphan is found by time: a session HeyGen created in the window of the cut create that neither
-this replica knows nor any snapshot in the state stream names, after a grace that lets other
-replicas' creates of the same moment write theirs.
+this replica knows nor any session's latest snapshot names (every replica follows the state
+stream, `StateTail`), after a grace that lets other replicas' creates of the same moment write
+theirs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from worker.bus.publisher import PublishFailed
-from worker.bus.state_stream import StateStream
+from worker.bus.state_tail import StateTail
 from worker.handlers.context import Services
 from worker.heygen.errors import HeyGenError, SessionClosedError
 
@@ -29,9 +30,9 @@ RETRY_S = 5.0
 
 
 class OrphanHunt:
-    def __init__(self, services: Services, stream: StateStream, *, grace_s: float) -> None:
+    def __init__(self, services: Services, tail: StateTail, *, grace_s: float) -> None:
         self._services = services
-        self._stream = stream
+        self._tail = tail
         self._grace_s = grace_s
         # One hunt at a time covers every create cut short until it runs.
         self._window: tuple[datetime, datetime] | None = None
@@ -73,9 +74,9 @@ class OrphanHunt:
         ]
         if not suspects:
             return []
-        # Every snapshot of every partition since then: any that names a suspect claims it.
-        records = await self._stream.read(since - MARGIN)
-        orphans = [s for s in suspects if not any(s.encode() in body for body in records)]
+        # The latest snapshot of every session of every partition: one naming a suspect claims it.
+        await self._tail.sync()
+        orphans = [s for s in suspects if not self._tail.names(s)]
         for heygen_id in orphans:
             log.warning("stopping HeyGen session %s left by a create cut short", heygen_id)
             with contextlib.suppress(SessionClosedError):

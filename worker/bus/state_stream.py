@@ -9,11 +9,9 @@ stream would otherwise cost the broker more messages than the events themselves.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from contracts.codec import AmqpEnvelope
 from worker.bus.publisher import Publisher
@@ -23,6 +21,9 @@ PARTITION_HEADER = "x-partition"
 # A record of newline-separated snapshots (compact JSON has no raw newline); each names its
 # partition. Single snapshots with PARTITION_HEADER are still read (older replicas).
 BATCH_HEADER = "x-snapshots"
+# Per line of a batch, "<partition> <session_id> <state>": followers file the snapshot without
+# parsing its JSON (which cost more than writing it). Records without it are parsed.
+KEYS_HEADER = "x-snapshot-keys"
 # Records in flight at once; more snapshots wait and join the next record.
 FLUSHERS = 2
 MAX_BATCH = 500
@@ -39,20 +40,17 @@ def stream_arguments(max_age: str) -> dict[str, aio_pika.abc.FieldValue]:
 
 
 class StateStream:
-    def __init__(self, connection: AbstractConnection, publisher: Publisher) -> None:
-        self._connection = connection
+    """Appends to the state stream (followed by `StateTail`)."""
+
+    def __init__(self, publisher: Publisher) -> None:
         self._publisher = publisher
-        # One reader channel, one read at a time: opening channels concurrently on a busy
-        # connection tripped "CHANNEL_ERROR - expected 'channel.open'", which closes it all.
-        self._reading = asyncio.Lock()
-        self._channel: AbstractChannel | None = None
-        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._pending: list[tuple[bytes, str, asyncio.Future[None]]] = []
         self._flushers: set[asyncio.Task[None]] = set()
 
-    async def append(self, body: bytes) -> None:
-        """Append one snapshot (its JSON names its partition); returns once confirmed."""
+    async def append(self, body: bytes, partition: int, session_id: str, state: str) -> None:
+        """Append one snapshot of `session_id`; returns once confirmed."""
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((body, future))
+        self._pending.append((body, f"{partition} {session_id} {state}", future))
         if len(self._flushers) < FLUSHERS:
             flusher = asyncio.create_task(self._flush())
             self._flushers.add(flusher)
@@ -63,14 +61,15 @@ class StateStream:
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
-                body = b"\n".join(body for body, _ in batch)
-                await self._append(body, {BATCH_HEADER: len(batch)})
+                body = b"\n".join(body for body, _, _ in batch)
+                keys = "\n".join(key for _, key, _ in batch)
+                await self._append(body, {BATCH_HEADER: len(batch), KEYS_HEADER: keys})
             except Exception as exc:  # PublishFailed: every snapshot of the record failed
-                for _, future in batch:
+                for _, _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
             else:
-                for _, future in batch:
+                for _, _, future in batch:
                     if not future.done():
                         future.set_result(None)
 
@@ -94,38 +93,3 @@ class StateStream:
             },
         )
         await self._publisher.publish_reply(envelope, STATE_STREAM)
-
-    async def _reader(self) -> AbstractChannel:
-        if self._channel is None or self._channel.is_closed:
-            self._channel = await self._connection.channel(publisher_confirms=False)
-            await self._channel.set_qos(prefetch_count=1000)  # streams need a prefetch
-        return self._channel
-
-    async def read(self, since: datetime) -> list[bytes]:
-        """The body of every record appended since `since`, oldest first.
-
-        A stream has no "end": a marker is appended first, and the read stops when it comes by.
-        """
-        marker = uuid.uuid4().hex
-        await self._publisher.publish_reply(
-            AmqpEnvelope(body=b"", properties={"headers": {MARKER_HEADER: marker}}), STATE_STREAM
-        )
-        bodies: list[bytes] = []
-        passed = asyncio.Event()
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            if (message.headers or {}).get(MARKER_HEADER) == marker:
-                passed.set()
-            elif not passed.is_set():
-                bodies.append(message.body)
-            await message.ack()
-
-        async with self._reading:
-            channel = await self._reader()
-            queue = await channel.get_queue(STATE_STREAM, ensure=False)
-            tag = await queue.consume(on_message, arguments={"x-stream-offset": since})
-            try:
-                await asyncio.wait_for(passed.wait(), READ_TIMEOUT_S)
-            finally:
-                await queue.cancel(tag)
-        return bodies

@@ -30,6 +30,7 @@ from contracts.common import SessionState
 from worker.bus.publisher import Publisher
 from worker.bus.state_stream import (
     BATCH_HEADER,
+    KEYS_HEADER,
     MARKER_HEADER,
     OWNERSHIP_HEADER,
     PARTITION_HEADER,
@@ -151,6 +152,15 @@ class StateTail:
             if s.at is None or s.at >= since
         ]
 
+    def names(self, text: str) -> bool:
+        """Whether the latest snapshot of any session of any partition contains `text`."""
+        needle = text.encode()
+        return any(
+            needle in snapshot.body
+            for sessions in self._snapshots.values()
+            for snapshot in sessions.values()
+        )
+
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
             self._take(message)
@@ -171,8 +181,17 @@ class StateTail:
             return
         at = _aware(message.timestamp)
         if BATCH_HEADER in headers:
-            for body in message.body.split(b"\n"):
-                self._take_snapshot(body, at)
+            bodies = message.body.split(b"\n")
+            keys = headers.get(KEYS_HEADER)
+            if isinstance(keys, bytes):
+                keys = keys.decode()
+            if not isinstance(keys, str):  # written by a replica that sent no keys
+                for body in bodies:
+                    self._take_snapshot(body, at)
+                return
+            for key, body in zip(keys.split("\n"), bodies, strict=True):
+                number, session_id, state = key.split(" ")
+                self._keep(int(number), session_id, state, Snapshot(body, at))
             return
         partition = headers.get(PARTITION_HEADER)
         if not isinstance(partition, int):
@@ -187,11 +206,14 @@ class StateTail:
 
     def _take_snapshot(self, body: bytes, at: datetime | None) -> None:
         fields = json.loads(body)
-        sessions = self._snapshots.setdefault(fields["partition"], {})
-        if fields.get("state") == SessionState.STOPPED.value:
-            sessions.pop(fields["session_id"], None)  # nothing left to adopt
+        self._keep(fields["partition"], fields["session_id"], fields["state"], Snapshot(body, at))
+
+    def _keep(self, partition: int, session_id: str, state: str, snapshot: Snapshot) -> None:
+        sessions = self._snapshots.setdefault(partition, {})
+        if state == SessionState.STOPPED.value:
+            sessions.pop(session_id, None)  # nothing left to adopt
         else:
-            sessions[fields["session_id"]] = Snapshot(body, at)
+            sessions[session_id] = snapshot
 
 
 def _aware(at: datetime | None) -> datetime | None:

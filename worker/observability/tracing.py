@@ -18,6 +18,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 INSTRUMENTATION_NAME = "worker"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
+_tracer: Tracer | None = None
 
 
 def _env_wants_otlp() -> bool:
@@ -39,14 +40,22 @@ def _env_wants_otlp() -> bool:
 
 def setup_tracing(
     service_name: str = "heygen-streaming-worker", *, exporter: SpanExporter | None = None
-) -> TracerProvider:
+) -> TracerProvider | None:
     """Make the provider that tracer() uses. `exporter` (tests) gets every span synchronously;
-    without it, spans go to OTLP over HTTP only when the OTEL_* environment asks for it.
+    without it, spans go to OTLP over HTTP when the OTEL_* environment asks for it, and when it
+    does not, there is no provider: the API's no-op tracer still passes the producer's trace
+    context on (to HeyGen, to events, into logs) at a fraction of the SDK's cost per span.
 
     Calling it again replaces (and shuts down) the previous provider, so tests can each pass
     their own in-memory exporter. The global provider is set once, for libraries that use it.
     """
-    global _provider
+    global _provider, _tracer
+    if exporter is None and not _env_wants_otlp():
+        if _provider is not None:
+            _provider.shutdown()
+        _provider = None
+        _tracer = trace.get_tracer(INSTRUMENTATION_NAME)
+        return None
     # Resource.create adds OTEL_RESOURCE_ATTRIBUTES; attributes passed here win, so pass the
     # operator's OTEL_SERVICE_NAME rather than overriding it.
     name = os.environ.get("OTEL_SERVICE_NAME") or service_name
@@ -58,10 +67,10 @@ def setup_tracing(
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    # Without a processor spans are still created (ids for logs and propagation) but not exported.
     if _provider is not None:
         _provider.shutdown()
     _provider = provider
+    _tracer = provider.get_tracer(INSTRUMENTATION_NAME)
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)
     return provider
@@ -69,16 +78,17 @@ def setup_tracing(
 
 def shutdown_tracing() -> None:
     """Flush and stop export (call at process exit: the batch processor holds unsent spans)."""
-    global _provider
+    global _provider, _tracer
     if _provider is not None:
         _provider.shutdown()
         _provider = None
+        _tracer = None
 
 
 def tracer() -> Tracer:
     """The worker's tracer: from setup_tracing()'s provider, else the global (no-op) one."""
-    if _provider is not None:
-        return _provider.get_tracer(INSTRUMENTATION_NAME)
+    if _tracer is not None:
+        return _tracer  # a provider's get_tracer builds a new Tracer each call
     return trace.get_tracer(INSTRUMENTATION_NAME)
 
 

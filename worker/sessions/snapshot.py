@@ -52,7 +52,10 @@ class SessionSnapshot(BaseModel):
         def wall(mono: float) -> datetime:
             return now_wall - timedelta(seconds=now_mono - mono)
 
-        return cls(
+        # Not validated: every value comes typed from the session, and a snapshot is taken
+        # before each event (validation was most of its cost).
+        return cls.model_construct(
+            version=SNAPSHOT_VERSION,
             session_id=session.session_id,
             partition=session.partition,
             owner=session.owner,
