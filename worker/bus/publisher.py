@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 from contracts.codec import AmqpEnvelope
@@ -98,14 +98,61 @@ class Publisher:
     async def _publish(
         self, exchange: AbstractExchange, envelope: AmqpEnvelope, routing_key: str
     ) -> None:
-        message = aio_pika.Message(body=envelope.body, **envelope.properties)
+        assert self._channel is not None
         try:
             # A robust connection that is recovering makes publish wait: bound it. A timeout
             # scope rather than wait_for: no extra task per publish on the hot path.
             async with asyncio.timeout(self._timeout):
-                await exchange.publish(message, routing_key, mandatory=False)
+                if self._channel.is_closed:
+                    raise aiormq.exceptions.ChannelInvalidStateError("publishing channel closed")
+                # Straight to aiormq: aio_pika.Message and Exchange.publish only rebuild these
+                # properties, at a few percent of the worker's CPU per speak.
+                channel = await self._channel.get_underlay_channel()
+                await channel.basic_publish(
+                    envelope.body,
+                    exchange=exchange.name,
+                    routing_key=routing_key,
+                    properties=_properties(envelope.properties),
+                    mandatory=False,
+                )
         except Exception as exc:  # timeout, nack, closed channel: all mean "not confirmed"
             if self._on_failure is not None:
                 self._on_failure()
             target = f"{exchange.name or '(default)'}/{routing_key}"
             raise PublishFailed(f"publish to {target} not confirmed: {exc!r}") from exc
+
+
+_PROPERTIES = frozenset(
+    {
+        "content_type",
+        "content_encoding",
+        "headers",
+        "delivery_mode",
+        "correlation_id",
+        "reply_to",
+        "message_id",
+        "timestamp",
+        "type",
+        "user_id",
+        "app_id",
+    }
+)
+
+
+def _properties(properties: Mapping[str, Any]) -> aiormq.spec.Basic.Properties:
+    """AMQP properties from an envelope's (`aio_pika.Message` keyword names)."""
+    if unknown := properties.keys() - _PROPERTIES:
+        raise ValueError(f"unsupported AMQP properties: {sorted(unknown)}")
+    return aiormq.spec.Basic.Properties(
+        content_type=properties.get("content_type"),
+        content_encoding=properties.get("content_encoding"),
+        headers=properties.get("headers") or None,
+        delivery_mode=int(properties.get("delivery_mode") or 1),
+        correlation_id=properties.get("correlation_id"),
+        reply_to=properties.get("reply_to"),
+        message_id=properties.get("message_id"),
+        timestamp=properties.get("timestamp"),
+        message_type=properties.get("type"),
+        user_id=properties.get("user_id"),
+        app_id=properties.get("app_id"),
+    )
