@@ -122,7 +122,11 @@ async def bare_target(kind: str, params: SpeakParams, log_dir: Path) -> Measured
             f"{kind} consumers", lambda: _consumers_ready(url, params.partitions), child, 30
         )
         channel = await connection.channel(publisher_confirms=True)
-        return await saturate(kind, channel, child, ids, params)
+        measured = await saturate(kind, channel, child, ids, params)
+        # The same open-loop rate as the worker's latency step: what the broker (and, for the
+        # peer, one HTTP call) costs a command at that rate, with nothing else in the way.
+        paced = await paced_latency(channel, ids, params.rate, params.latency_s)
+        return replace(measured, paced_latency_s=paced)
 
 
 async def saturate(
@@ -217,13 +221,19 @@ async def _create_level(rig: Rig, have: int, level: int, p: SpeakParams) -> list
     return latencies
 
 
-async def _latency(rig: Rig, ids: list[str], rate: float, seconds: float) -> list[float]:
-    """Publish → speech.started of speaks sent at a steady `rate` (open loop)."""
-    async with load.answers(rig.channel) as collected:
-        await load.paced(rig.channel, collected, load.speaks(ids, int(rate * seconds)), rate)
+async def paced_latency(
+    channel: aio_pika.abc.AbstractChannel, ids: list[str], rate: float, seconds: float
+) -> list[float]:
+    """Publish → answer (speech.started) of speaks sent at a steady `rate` (open loop)."""
+    async with load.answers(channel) as collected:
+        await load.paced(channel, collected, load.speaks(ids, int(rate * seconds)), rate)
     if collected.failed:
         raise RuntimeError(f"{len(collected.failed)} speaks failed at {rate:g}/s")
     return collected.latencies_s()
+
+
+async def _latency(rig: Rig, ids: list[str], rate: float, seconds: float) -> list[float]:
+    return await paced_latency(rig.channel, ids, rate, seconds)
 
 
 async def _rest(rig: Rig, seconds: float) -> tuple[float, int]:

@@ -76,6 +76,7 @@ class Measured:
     cores: float  # CPU of the target process in the window, in cores
     timeline: Sequence[float]  # answers per second by bin since the first command
     latency_s: Sequence[float]  # under saturation: mostly queueing, for the record only
+    paced_latency_s: Sequence[float] = ()  # open loop at the latency step's rate
 
 
 @dataclass
@@ -213,6 +214,16 @@ class SpeakReport:
                     f"ms, max {self.added_ms(lat, 1.0):.1f} ms",
                 )
             )
+        for bare in (self.relay, self.peer):
+            if bare is not None and bare.paced_latency_s:
+                lat = bare.paced_latency_s
+                rows.append(
+                    (
+                        f"  same rate, {bare.name} (publish → answer)",
+                        f"p50 {ms(quantile(lat, 0.5))}, p99 {ms(quantile(lat, 0.99))}, "
+                        f"max {ms(max(lat, default=math.nan))}",
+                    )
+                )
         low = self.low_rate_latency_s
         if low:
             rows.append(
