@@ -12,6 +12,7 @@ import time
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from functools import partial
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
@@ -150,6 +151,9 @@ class Worker:
             before_partition=self.handover.ensure,
             admit=self.handover.admit,
             on_requeue=self.handover.requeued,
+            home_of=tail.home,
+            forward=publisher.forward,
+            own_user=_broker_user(s.amqp_url.get_secret_value()),
         )
         self.pool = SessionPool(
             self.services,
@@ -417,6 +421,11 @@ class Worker:
             log.warning("drain grace over: requeueing %d unfinished commands", cancelled)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(dispatcher.wait_idle(), 5)
+
+
+def _broker_user(amqp_url: str) -> str:
+    """The user the worker authenticates as (aio-pika's default: guest)."""
+    return unquote(urlsplit(amqp_url).username or "guest")
 
 
 def _count_in_state(registry: Registry, state: SessionState) -> int:

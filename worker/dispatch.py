@@ -7,15 +7,19 @@ import asyncio
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from contracts.codec import DecodeError, decode_command
 from contracts.commands import COMMAND_TYPES, Command
 from contracts.common import RejectCode
 from contracts.events import CommandFailed, CommandRejected
+from contracts.topology import partition_queue
 from worker.bus.delivery import (
     ACK,
+    FORWARDED_HEADER,
+    FORWARDED_USER_HEADER,
     HANDOVER_HEADER,
     REQUEUE,
     Delivery,
@@ -31,6 +35,9 @@ from worker.observability.tracing import consumer_span
 from worker.sessions.mailbox import Preempted
 
 log = logging.getLogger(__name__)
+
+# Puts a command's body, properties and headers into a queue, confirmed.
+Forward = Callable[[bytes, Mapping[str, Any], Mapping[str, Any], str], Awaitable[None]]
 
 
 class _HandedOver(Exception):
@@ -63,8 +70,16 @@ class Dispatcher:
         before_partition: Callable[[int], Awaitable[bool]] | None = None,
         admit: Callable[[int, datetime, bool], Awaitable[None]] | None = None,
         on_requeue: Callable[[int], None] | None = None,
+        home_of: Callable[[str], int | None] | None = None,
+        forward: Forward | None = None,
+        own_user: str | None = None,
     ) -> None:
         self._on_requeue = on_requeue
+        # Where a session not held here lives (the state tail), how a command is put into
+        # another partition queue, and this worker's broker user (it vouches for forwards).
+        self._home_of = home_of
+        self._forward = forward
+        self._own_user = own_user
         self._services = services
         self._before_partition = before_partition
         self._admit = admit
@@ -188,6 +203,9 @@ class Dispatcher:
             # A partition new to this replica has its sessions taken over first; one this
             # replica is letting go is not taken over again: the command goes back.
             return REQUEUE
+        home = self._home(command, delivery)
+        if home is not None:
+            return await self._send_home(command, delivery, home)
         if self._was_cut_short(command):
             return await self._report_cut_short(command)
         if self._seen(command):
@@ -233,6 +251,70 @@ class Dispatcher:
         metrics.commands_total.labels(type=kind, outcome=outcome).inc()
         metrics.command_duration_seconds.labels(type=kind).observe(time.monotonic() - received)
         return disposition
+
+    def _home(self, command: Command, delivery: Delivery) -> int | None:
+        """The partition the command's session lives in, when it is not the one it came on.
+
+        RabbitMQ rebuilds the consistent-hash ring when it restarts, in the order it recovers
+        the bindings: a session's commands can then arrive on another partition than the one
+        its create landed on, whose owner does not know the session.
+        """
+        session_id = _session_id(command)
+        if session_id is None or self._forward is None or FORWARDED_HEADER in delivery.headers:
+            return None  # forwarded once already: handled wherever it landed
+        session = self._services.registry.get(session_id)
+        if session is not None:
+            home: int | None = session.partition
+        else:
+            home = self._home_of(session_id) if self._home_of is not None else None
+        return home if home is not None and home != delivery.partition else None
+
+    async def _send_home(self, command: Command, delivery: Delivery, home: int) -> Disposition:
+        """Into the home partition's queue, in the order the session's commands came."""
+        log.info(
+            "forwarding %s for session %s from partition %d to its home partition %d",
+            command.type,
+            _session_id(command),
+            delivery.partition,
+            home,
+        )
+        properties = {
+            "content_type": delivery.content_type,
+            "type": delivery.message_type,
+            "message_id": delivery.message_id,
+            "correlation_id": delivery.correlation_id,
+            "reply_to": delivery.reply_to,
+            "timestamp": delivery.timestamp,
+            "delivery_mode": 2,
+            "user_id": self._own_user,
+        }
+        headers = {
+            **delivery.headers,
+            FORWARDED_HEADER: delivery.partition,
+            FORWARDED_USER_HEADER: delivery.user_id or "",
+        }
+
+        forward = self._forward
+        assert forward is not None
+
+        async def job() -> None:
+            await forward(delivery.body, properties, headers, partition_queue(home))
+
+        try:
+            await self._mailboxes.run(_session_id(command) or "", "forward", job)
+        except PublishFailed:
+            return REQUEUE
+        self._services.metrics.commands_total.labels(type=command.type, outcome="forwarded").inc()
+        return ACK
+
+    def _principal(self, delivery: Delivery) -> str | None:
+        """The sender: for a command forwarded by a replica, the one who sent it first."""
+        if FORWARDED_HEADER in delivery.headers and delivery.user_id == self._own_user:
+            sender = delivery.headers.get(FORWARDED_USER_HEADER)
+            if isinstance(sender, bytes):
+                sender = sender.decode()
+            return str(sender) if sender else None
+        return delivery.user_id
 
     async def _admitted(self, delivery: Delivery, command: Command) -> bool:
         """Held while its partition settles after a takeover; False: cut short, requeue it."""
@@ -284,7 +366,7 @@ class Dispatcher:
     async def _execute(self, command: Command, delivery: Delivery) -> tuple[str, Disposition]:
         ctx = CommandContext(
             command=command,
-            principal=delivery.user_id,
+            principal=self._principal(delivery),
             partition=delivery.partition,
             deadline=_monotonic(command.deadline),
             services=self._services,

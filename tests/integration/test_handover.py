@@ -8,13 +8,17 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import aio_pika
 import pytest
 
+from contracts.codec import encode_command
 from contracts.commands import SessionCreate, SessionSpeak
 from contracts.events import SessionCreated
+from contracts.topology import partition_queue
 from simulator.server import RunningSimulator, running_simulator
 from tests.integration.conftest import Producer, worker_settings
 from worker.app import Worker
+from worker.bus.delivery import FORWARDED_HEADER, FORWARDED_USER_HEADER
 from worker.heygen.models import NewSessionRequest
 
 SESSIONS = [f"h{i}" for i in range(6)]
@@ -107,3 +111,54 @@ async def test_orphan_hunt_stops_only_the_sessions_nobody_names(
     assert stats.sessions[orphan.session_id].status == "closed"
     for created in named:
         assert stats.sessions[created.heygen_session_id].status != "closed"
+
+
+async def test_commands_arriving_on_another_partition_are_sent_to_the_sessions_home(
+    worker: Worker, producer: Producer
+) -> None:
+    # RabbitMQ rebuilds the consistent-hash ring when it restarts, in the order it recovers
+    # the bindings; the soak saw two partitions swap. Commands published into the "wrong"
+    # partition queue stand in for that: they still reach the session, in order.
+    await producer.call(SessionCreate(session_id="moved", avatar_id="a"))
+    assert worker.services is not None
+    session = worker.services.registry.get("moved")
+    assert session is not None
+    elsewhere = partition_queue(1 - session.partition)
+    speaks = [SessionSpeak(session_id="moved", text=f"after the move {i}") for i in range(3)]
+    for speak in speaks:
+        envelope = encode_command(speak)
+        await producer.channel.default_exchange.publish(
+            aio_pika.Message(envelope.body, **envelope.properties), routing_key=elsewhere
+        )
+    answers = await producer.tap.answers(speaks)
+    assert [a.type for a in answers] == ["speech.started"] * 3
+    every = [e.seq for e in producer.tap.of("moved")]
+    assert sorted(s or 0 for s in every) == list(range(1, len(every) + 1))
+    started = [e.causation_id for e in producer.tap.of("moved") if e.type == "speech.started"]
+    assert started == [s.command_id for s in speaks]
+    forwarded = worker.metrics.commands_total.labels(type="session.speak", outcome="forwarded")
+    assert forwarded._value.get() == 3
+
+
+async def test_a_forwarded_command_keeps_its_sender_only_when_a_worker_forwarded_it(
+    worker: Worker, producer: Producer
+) -> None:
+    # The sender travels in a header that only the worker's own broker user is trusted with
+    # (the broker checks user_id): a producer setting it itself gains nothing.
+    await producer.call(SessionCreate(session_id="guarded", avatar_id="a"))
+    assert worker.services is not None
+    session = worker.services.registry.get("guarded")
+    assert session is not None
+    session.owner = "alice"
+    forged = SessionSpeak(session_id="guarded", text="not alice")
+    envelope = encode_command(forged)
+    headers = {FORWARDED_HEADER: 0, FORWARDED_USER_HEADER: "alice"}
+    await producer.channel.default_exchange.publish(
+        aio_pika.Message(envelope.body, **{**envelope.properties, "headers": headers}),
+        routing_key=partition_queue(session.partition),
+    )
+    (answer,) = await producer.tap.answers([forged])
+    # No user_id vouches for the header (the worker's would), so the sender is nobody, and
+    # nobody may not speak in alice's session.
+    assert answer.type == "command.rejected"
+    assert getattr(answer, "code", None) == "forbidden"

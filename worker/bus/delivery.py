@@ -10,6 +10,11 @@ from typing import Any
 # Marks the wake-up message a replica leaves in a partition queue it releases, so the next
 # owner hears about the handover from a delivery instead of polling for it.
 HANDOVER_HEADER = "x-handover-from"
+# A command a replica put into its session's home partition queue, having received it on
+# another one (the consistent-hash ring can change when the broker restarts): the partition it
+# arrived on, and its sender's AMQP user_id, trusted only from the worker's own broker user.
+FORWARDED_HEADER = "x-forwarded-from"
+FORWARDED_USER_HEADER = "x-forwarded-user-id"
 
 
 @dataclass(frozen=True)

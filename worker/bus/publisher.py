@@ -80,6 +80,15 @@ class Publisher:
         assert self._channel is not None, "Publisher.start() first"
         await self._publish(self._channel.default_exchange, envelope, reply_to)
 
+    async def forward(
+        self, body: bytes, properties: Mapping[str, Any], headers: Mapping[str, Any], queue: str
+    ) -> None:
+        """Put a command straight into another partition queue (the default exchange)."""
+        await self._heal()
+        assert self._channel is not None, "Publisher.start() first"
+        envelope = AmqpEnvelope(body=body, properties={**properties, "headers": dict(headers)})
+        await self._publish(self._channel.default_exchange, envelope, queue)
+
     async def wake_partition(self, queue: str, worker_id: str) -> None:
         """Leave a handover message in a released partition queue for its next owner."""
         envelope = AmqpEnvelope(

@@ -72,6 +72,8 @@ class StateTail:
         self._window = window
         self._channel: AbstractChannel | None = None
         self._snapshots: dict[int, dict[str, Snapshot]] = {}
+        # Session -> the partition of its latest snapshot (its home).
+        self._homes: dict[str, int] = {}
         self._marks: dict[int, Mark] = {}
         self._markers: dict[str, asyncio.Event] = {}
         # Set and replaced at every ownership record, to wake whoever waits for one.
@@ -208,12 +210,18 @@ class StateTail:
         fields = json.loads(body)
         self._keep(fields["partition"], fields["session_id"], fields["state"], Snapshot(body, at))
 
+    def home(self, session_id: str) -> int | None:
+        """The partition of the session's latest snapshot; None once stopped or never seen."""
+        return self._homes.get(session_id)
+
     def _keep(self, partition: int, session_id: str, state: str, snapshot: Snapshot) -> None:
         sessions = self._snapshots.setdefault(partition, {})
         if state == SessionState.STOPPED.value:
             sessions.pop(session_id, None)  # nothing left to adopt
+            self._homes.pop(session_id, None)
         else:
             sessions[session_id] = snapshot
+            self._homes[session_id] = partition
 
 
 def _aware(at: datetime | None) -> datetime | None:

@@ -34,7 +34,15 @@ KEEPALIVE_LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 OTHER = "other"
 INVALID_COMMAND = "invalid"  # the type label of a command that could not be decoded
 COMMAND_TYPES = tuple(contracts.COMMAND_TYPES)
-COMMAND_OUTCOMES = ("ok", "rejected", "failed", "dead_lettered", "duplicate", "requeued")
+COMMAND_OUTCOMES = (
+    "ok",
+    "rejected",
+    "failed",
+    "dead_lettered",
+    "duplicate",
+    "requeued",
+    "forwarded",
+)
 HEYGEN_ENDPOINTS = (
     "streaming.new",
     "streaming.start",
@@ -103,7 +111,7 @@ class Metrics:
         self.commands_total = Counter(
             "heygen_worker_commands_total",
             "Commands finished, by outcome: ok, rejected, failed, dead_lettered, duplicate, "
-            "requeued.",
+            "requeued, forwarded (to the session's home partition).",
             ["type", "outcome"],
             registry=registry,
         )
