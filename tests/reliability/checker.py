@@ -126,7 +126,9 @@ class Checker:
                 while self.unanswered():
                     await self._changed.wait()
         except TimeoutError:
-            pass
+            # Said now: a test whose waits add up past its own timeout never gets to report.
+            missing = [self.commands[c] for c in self.unanswered()]
+            print(f"unanswered after {timeout:g} s: {len(missing)}, e.g. {missing[:5]}")
 
     def heygen_ids(self) -> dict[str, set[str]]:
         """Logical session -> every HeyGen session the events say it used."""
