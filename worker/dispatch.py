@@ -278,16 +278,7 @@ class Dispatcher:
             delivery.partition,
             home,
         )
-        properties = {
-            "content_type": delivery.content_type,
-            "type": delivery.message_type,
-            "message_id": delivery.message_id,
-            "correlation_id": delivery.correlation_id,
-            "reply_to": delivery.reply_to,
-            "timestamp": delivery.timestamp,
-            "delivery_mode": 2,
-            "user_id": self._own_user,
-        }
+        properties = {**delivery.republished(), "user_id": self._own_user}
         headers = {
             **delivery.headers,
             FORWARDED_HEADER: delivery.partition,

@@ -113,6 +113,17 @@ async def test_orphan_hunt_stops_only_the_sessions_nobody_names(
         assert stats.sessions[created.heygen_session_id].status != "closed"
 
 
+async def publish_into(
+    producer: Producer, command: SessionSpeak, queue: str, headers: dict[str, Any] | None = None
+) -> None:
+    """Straight into one partition queue, past the consistent-hash exchange."""
+    envelope = encode_command(command)
+    properties = {**envelope.properties, "headers": headers or {}}
+    await producer.channel.default_exchange.publish(
+        aio_pika.Message(envelope.body, **properties), routing_key=queue
+    )
+
+
 async def test_commands_arriving_on_another_partition_are_sent_to_the_sessions_home(
     worker: Worker, producer: Producer
 ) -> None:
@@ -126,10 +137,7 @@ async def test_commands_arriving_on_another_partition_are_sent_to_the_sessions_h
     elsewhere = partition_queue(1 - session.partition)
     speaks = [SessionSpeak(session_id="moved", text=f"after the move {i}") for i in range(3)]
     for speak in speaks:
-        envelope = encode_command(speak)
-        await producer.channel.default_exchange.publish(
-            aio_pika.Message(envelope.body, **envelope.properties), routing_key=elsewhere
-        )
+        await publish_into(producer, speak, elsewhere)
     answers = await producer.tap.answers(speaks)
     assert [a.type for a in answers] == ["speech.started"] * 3
     every = [e.seq for e in producer.tap.of("moved")]
@@ -151,12 +159,8 @@ async def test_a_forwarded_command_keeps_its_sender_only_when_a_worker_forwarded
     assert session is not None
     session.owner = "alice"
     forged = SessionSpeak(session_id="guarded", text="not alice")
-    envelope = encode_command(forged)
     headers = {FORWARDED_HEADER: 0, FORWARDED_USER_HEADER: "alice"}
-    await producer.channel.default_exchange.publish(
-        aio_pika.Message(envelope.body, **{**envelope.properties, "headers": headers}),
-        routing_key=partition_queue(session.partition),
-    )
+    await publish_into(producer, forged, partition_queue(session.partition), headers)
     (answer,) = await producer.tap.answers([forged])
     # No user_id vouches for the header (the worker's would), so the sender is nobody, and
     # nobody may not speak in alice's session.

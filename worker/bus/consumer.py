@@ -178,17 +178,8 @@ class Consumer:
             "x-original-routing-key": message.routing_key or "",
             "x-dead-lettered-by": self._worker_id,
         }
-        properties = {
-            "content_type": delivery.content_type,
-            "type": delivery.message_type,
-            "message_id": delivery.message_id,
-            "correlation_id": delivery.correlation_id,
-            "reply_to": delivery.reply_to,
-            "timestamp": delivery.timestamp,
-            "delivery_mode": 2,
-        }
         try:
-            await self._publisher.dead_letter(delivery.body, properties, headers)
+            await self._publisher.dead_letter(delivery.body, delivery.republished(), headers)
         except PublishFailed as exc:
             # Not confirmed: requeue; the delivery limit dead-letters it if this keeps failing.
             log.warning("dead-lettering %s failed, requeueing: %s", delivery.message_id, exc)

@@ -33,6 +33,18 @@ class Delivery:
     redelivered: bool
     headers: dict[str, Any] = field(default_factory=dict)
 
+    def republished(self) -> dict[str, Any]:
+        """The properties to publish this message again with (persistent; headers apart)."""
+        return {
+            "content_type": self.content_type,
+            "type": self.message_type,
+            "message_id": self.message_id,
+            "correlation_id": self.correlation_id,
+            "reply_to": self.reply_to,
+            "timestamp": self.timestamp,
+            "delivery_mode": 2,
+        }
+
 
 class Action(StrEnum):
     ACK = "ack"
