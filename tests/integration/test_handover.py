@@ -20,6 +20,7 @@ from tests.integration.conftest import Producer, worker_settings
 from worker.app import Worker
 from worker.bus.delivery import FORWARDED_HEADER, FORWARDED_USER_HEADER
 from worker.heygen.models import NewSessionRequest
+from worker.sessions.session import Session
 
 SESSIONS = [f"h{i}" for i in range(6)]
 FAST = {"ownership_poll_s": 0.2, "keepalive_interval_s": 0.5}
@@ -113,6 +114,15 @@ async def test_orphan_hunt_stops_only_the_sessions_nobody_names(
         assert stats.sessions[created.heygen_session_id].status != "closed"
 
 
+async def created(worker: Worker, producer: Producer, session_id: str) -> Session:
+    """A session created through the worker, as the worker holds it."""
+    await producer.call(SessionCreate(session_id=session_id, avatar_id="a"))
+    assert worker.services is not None
+    session = worker.services.registry.get(session_id)
+    assert session is not None
+    return session
+
+
 async def publish_into(
     producer: Producer, command: SessionSpeak, queue: str, headers: dict[str, Any] | None = None
 ) -> None:
@@ -130,10 +140,7 @@ async def test_commands_arriving_on_another_partition_are_sent_to_the_sessions_h
     # RabbitMQ rebuilds the consistent-hash ring when it restarts, in the order it recovers
     # the bindings; the soak saw two partitions swap. Commands published into the "wrong"
     # partition queue stand in for that: they still reach the session, in order.
-    await producer.call(SessionCreate(session_id="moved", avatar_id="a"))
-    assert worker.services is not None
-    session = worker.services.registry.get("moved")
-    assert session is not None
+    session = await created(worker, producer, "moved")
     elsewhere = partition_queue(1 - session.partition)
     speaks = [SessionSpeak(session_id="moved", text=f"after the move {i}") for i in range(3)]
     for speak in speaks:
@@ -153,10 +160,7 @@ async def test_a_forwarded_command_keeps_its_sender_only_when_a_worker_forwarded
 ) -> None:
     # The sender travels in a header that only the worker's own broker user is trusted with
     # (the broker checks user_id): a producer setting it itself gains nothing.
-    await producer.call(SessionCreate(session_id="guarded", avatar_id="a"))
-    assert worker.services is not None
-    session = worker.services.registry.get("guarded")
-    assert session is not None
+    session = await created(worker, producer, "guarded")
     session.owner = "alice"
     forged = SessionSpeak(session_id="guarded", text="not alice")
     headers = {FORWARDED_HEADER: 0, FORWARDED_USER_HEADER: "alice"}
