@@ -96,10 +96,9 @@ class Handover:
     async def ensure(self, partition: int) -> bool:
         """Before the first command of a partition this replica did not own: take it over.
         False when this replica is letting the partition go: requeue the command."""
-        if partition in self._adopted:
-            return True
-        if not self._may_adopt(partition):
-            return False
+        # Through the lock even once adopted: asyncio.Lock lets no newcomer ahead of its
+        # waiters, so a command that came after those waiting for the takeover cannot start
+        # before them (a shortcut for adopted partitions let it).
         async with self._locks.setdefault(partition, asyncio.Lock()):
             if partition in self._adopted:
                 return True
