@@ -2,6 +2,8 @@
 
 The simulator runs in its own process (as in a benchmark of the worker), so the figure is not
 shared with the client's CPU; its CPU time is read from /proc to give requests per CPU-second.
+`--client worker` drives the worker's own HeyGen client (its transport, metrics and tracing
+wrapper); the client's CPU time per request is printed beside the rate.
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ from dataclasses import dataclass
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from simulator.admin import SimulatorAdmin
+from worker.heygen import HeyGenClient
+from worker.heygen.transport import default_transport
+from worker.observability.metrics import Metrics
+from worker.observability.transport import InstrumentedTransport
 
 API_KEY = "bench-key"
 Post = Callable[[str, dict[str, str]], Awaitable[int]]
@@ -34,6 +41,7 @@ class Result:
     seconds: float
     latencies_ms: list[float]
     server_cpu_s: float
+    client_cpu_s: float = 0.0
 
 
 def _free_port() -> int:
@@ -73,7 +81,10 @@ async def _wait_ready(admin: SimulatorAdmin, deadline_s: float = 15.0) -> None:
             await asyncio.sleep(0.1)
 
 
-async def _run(post: Post, session_ids: list[str], warmup_s: float, duration_s: float) -> Result:
+async def _run(
+    post: Post, session_ids: list[str], warmup_s: float, duration_s: float, server_pid: int
+) -> Result:
+    """Both processes' CPU is read over the measured seconds only (not the warm-up)."""
     latencies: list[float] = []
     counts = {"requests": 0, "errors": 0}
     start = time.monotonic() + warmup_s
@@ -89,8 +100,18 @@ async def _run(post: Post, session_ids: list[str], warmup_s: float, duration_s: 
                 counts["errors"] += status != 200
                 latencies.append((done - now) * 1000)
 
+    async def measure() -> tuple[float, float]:
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        began = (time.process_time(), _cpu_seconds(server_pid))
+        await asyncio.sleep(max(0.0, end - time.monotonic()))
+        return time.process_time() - began[0], _cpu_seconds(server_pid) - began[1]
+
+    measuring = asyncio.ensure_future(measure())
     await asyncio.gather(*(client(sid) for sid in session_ids))
-    return Result(counts["requests"], counts["errors"], duration_s, latencies, 0.0)
+    client_cpu, server_cpu = await measuring
+    return Result(
+        counts["requests"], counts["errors"], duration_s, latencies, server_cpu, client_cpu
+    )
 
 
 async def _bench(args: argparse.Namespace) -> Result:
@@ -104,11 +125,14 @@ async def _bench(args: argparse.Namespace) -> Result:
             aiohttp.ClientSession(
                 base_url, headers=headers, connector=aiohttp.TCPConnector(limit=args.concurrency)
             ) as raw,
-            httpx.AsyncClient(
-                base_url=base_url,
-                headers=headers,
-                transport=AiohttpTransport(limits=httpx.Limits(max_connections=args.concurrency)),
-            ) as wrapped,
+            HeyGenClient(
+                SecretStr(API_KEY),
+                base_url,
+                transport=InstrumentedTransport(
+                    default_transport(args.concurrency), Metrics(CollectorRegistry())
+                ),
+                max_concurrency=args.concurrency,
+            ) as heygen,
         ):
             await _wait_ready(admin)
 
@@ -117,10 +141,11 @@ async def _bench(args: argparse.Namespace) -> Result:
                     await response.read()
                     return response.status
 
-            async def post_httpx(path: str, body: dict[str, str]) -> int:
-                return (await wrapped.post(path, json=body)).status_code
+            async def post_worker(path: str, body: dict[str, str]) -> int:
+                await heygen.keep_alive(body["session_id"])
+                return 200  # anything else raises
 
-            post = post_aiohttp if args.client == "aiohttp" else post_httpx
+            post = post_aiohttp if args.client == "aiohttp" else post_worker
             session_ids = []
             for _ in range(args.concurrency):
                 async with raw.post(
@@ -129,9 +154,7 @@ async def _bench(args: argparse.Namespace) -> Result:
                     session_id = (await response.json())["data"]["session_id"]
                 await post("/v1/streaming.start", {"session_id": session_id})
                 session_ids.append(session_id)
-            cpu_before = _cpu_seconds(server.pid)
-            result = await _run(post, session_ids, args.warmup, args.duration)
-            result.server_cpu_s = _cpu_seconds(server.pid) - cpu_before
+            result = await _run(post, session_ids, args.warmup, args.duration, server.pid)
             stats = await admin.stats(include_requests=False)
             counted = sum(s.keep_alives for s in stats.sessions.values())
             if counted < result.requests - result.errors:
@@ -149,7 +172,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds (8)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first (1)")
     parser.add_argument("--concurrency", type=int, default=64, help="concurrent clients (64)")
-    parser.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp")
+    parser.add_argument("--client", choices=("aiohttp", "worker"), default="aiohttp")
     args = parser.parse_args()
     result = asyncio.run(_bench(args))
     rps = result.requests / result.seconds
@@ -163,6 +186,10 @@ def main() -> None:
     print(
         f"simulator CPU: {cpu_share:.0%} of one core, "
         f"{result.requests / max(result.server_cpu_s, 1e-9):,.0f} req per CPU-second"
+    )
+    print(
+        f"client CPU: {result.client_cpu_s / result.seconds:.0%} of one core, "
+        f"{1e6 * result.client_cpu_s / max(result.requests, 1):.0f} µs per request"
     )
 
 

@@ -54,9 +54,9 @@ KEEPALIVE_INTERVAL_S = 30.0  # the worker's default
 
 
 async def http_ceiling(params: SpeakParams) -> float:
-    """Ceiling (b): keep-alives/s the worker's HTTP client (httpx + aiohttp transport) gets."""
+    """Ceiling (b): keep-alives/s the worker's HeyGen client (its transport stack) gets."""
     args = argparse.Namespace(
-        duration=params.duration_s, warmup=1.0, concurrency=64, client="httpx"
+        duration=params.duration_s, warmup=1.0, concurrency=64, client="worker"
     )
     result = await simulator_rps._bench(args)
     return result.requests / result.seconds

@@ -10,50 +10,47 @@ import aiohttp
 import httpx
 import pytest
 from aiohttp import web
-from httpx_aiohttp.transport import map_aiohttp_exceptions
+from aiohttp.client_reqrep import ConnectionKey
 from pydantic import SecretStr
 
-from worker.heygen import HeyGenClient, RetryPolicy, TaskResult, TransportError
-from worker.heygen.transport import is_timeout, request_may_have_been_sent
+from worker.heygen import HeyGenClient, HeyGenTimeoutError, RetryPolicy, TaskResult, TransportError
+from worker.heygen.transport import _as_httpx, is_timeout, request_may_have_been_sent
 
 KEY = "hg-transport-key"
 
 
-def mapped(exc: Exception) -> httpx.TransportError:
-    """`exc` as httpx-aiohttp hands it to httpx."""
-    try:
-        with map_aiohttp_exceptions():
-            raise exc
-    except httpx.TransportError as result:
-        return result
-    raise AssertionError("not mapped")
+_KEY = ConnectionKey("heygen.test", 443, True, True, None, None, None)
 
 
-def test_disconnect_after_sending_is_not_taken_for_a_connect_failure() -> None:
-    # httpx-aiohttp calls this a ConnectTimeout, yet the request was already written.
-    exc = mapped(aiohttp.ServerDisconnectedError())
-    assert isinstance(exc, httpx.ConnectTimeout)
-    assert request_may_have_been_sent(exc) is True
-    assert is_timeout(exc) is False
+@pytest.mark.parametrize(
+    ("raised", "sent", "timeout"),
+    [
+        # Raised while opening a connection, before a byte of the request is written.
+        (aiohttp.ConnectionTimeoutError(), False, True),
+        (aiohttp.ClientConnectorError(_KEY, OSError(111, "refused")), False, False),
+        (aiohttp.InvalidURL("ftp://x"), False, False),
+        # A reused keep-alive connection can drop after the request was written.
+        (aiohttp.ServerDisconnectedError(), True, False),
+        (aiohttp.SocketTimeoutError(), True, True),
+        (aiohttp.ClientPayloadError(), True, False),
+        (aiohttp.ClientOSError(104, "reset"), True, False),
+    ],
+)
+def test_what_each_aiohttp_failure_proves(
+    raised: aiohttp.ClientError, sent: bool, timeout: bool
+) -> None:
+    exc = _as_httpx(raised)
+    assert request_may_have_been_sent(exc) is sent
+    assert is_timeout(exc) is timeout
 
 
-def test_real_timeouts_are_timeouts() -> None:
-    assert is_timeout(mapped(aiohttp.SocketTimeoutError())) is True
-    assert is_timeout(mapped(aiohttp.ConnectionTimeoutError())) is True
-    assert is_timeout(httpx.ReadTimeout("slow")) is True
-    assert is_timeout(httpx.ReadError("reset")) is False
-
-
-def test_connect_phase_failures_prove_nothing_was_sent() -> None:
-    assert request_may_have_been_sent(mapped(aiohttp.ConnectionTimeoutError())) is False
+def test_httpx_failures_from_other_transports_are_judged_alike() -> None:
     assert request_may_have_been_sent(httpx.ConnectError("refused")) is False
     assert request_may_have_been_sent(httpx.PoolTimeout("pool")) is False
-
-
-def test_other_failures_may_have_been_sent() -> None:
-    assert request_may_have_been_sent(mapped(aiohttp.ClientPayloadError())) is True
     assert request_may_have_been_sent(httpx.ReadError("reset")) is True
     assert request_may_have_been_sent(httpx.WriteError("broken pipe")) is True
+    assert is_timeout(httpx.ReadTimeout("slow")) is True
+    assert is_timeout(httpx.ReadError("reset")) is False
 
 
 @pytest.fixture
@@ -119,3 +116,39 @@ async def test_server_dropping_the_connection_after_the_request_is_not_retried()
             await heygen.task("hs", "hi")
     assert info.value.request_sent is True
     assert requests == 1
+
+
+async def test_a_server_that_never_answers_is_a_timeout_after_sending() -> None:
+    async def read_then_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(10)
+
+    server = await asyncio.start_server(read_then_wait, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = HeyGenClient(
+        SecretStr(KEY), f"http://127.0.0.1:{port}", timeout=0.3, retry=RetryPolicy(max_attempts=1)
+    )
+    async with server, client as heygen:
+        with pytest.raises(HeyGenTimeoutError):
+            await heygen.task("hs", "hi")
+
+
+async def test_a_compressed_answer_is_decoded() -> None:
+    async def task(request: web.Request) -> web.Response:
+        payload = {"code": 100, "message": "success", "data": {"task_id": "t1", "duration_ms": 7}}
+        response = web.json_response(payload)
+        response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/streaming.task", task)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with HeyGenClient(SecretStr(KEY), base_url) as heygen:
+            assert await heygen.task("hs", "hi") == TaskResult(task_id="t1", duration_ms=7)
+    finally:
+        await runner.cleanup()

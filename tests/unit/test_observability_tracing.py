@@ -152,7 +152,6 @@ async def test_transport_span_is_a_child_and_traceparent_is_sent(
         with tracer().start_as_current_span("command") as parent:
             response = await http.post("/v1/streaming.task?debug=1", json={"text": "hi"})
     assert response.json()["data"] == {"id": 1}
-    assert response.elapsed.total_seconds() >= 0  # httpx still timed (and closed) it
 
     heygen, command = spans.get_finished_spans()
     assert heygen.name == "HeyGen POST streaming.task"

@@ -215,19 +215,30 @@ class HeyGenClient:
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = httpx.URL(self._base + path)
-        headers = [("X-Api-Key", self._api_key.get_secret_value()), ("Accept", "application/json")]
+        headers = [
+            ("Host", url.netloc.decode("ascii")),
+            ("X-Api-Key", self._api_key.get_secret_value()),
+            ("Accept", "application/json"),
+        ]
         content = b""
         if body is not None:
             content = json.dumps(body, separators=(",", ":")).encode()
             headers.append(("Content-Type", "application/json"))
-        timeout = httpx.Timeout(budget, connect=min(budget, CONNECT_TIMEOUT))
+        headers.append(("Content-Length", str(len(content))))
+        connect = min(budget, CONNECT_TIMEOUT)
         request = httpx.Request(
             method,
             url,
             headers=headers,
-            content=content if body is not None else None,
-            extensions={ENDPOINT_EXTENSION: endpoint, "timeout": timeout.as_dict()},
+            # A stream given is taken as is: httpx's content encoding and header preparation
+            # were a tenth of the client's CPU per request.
+            stream=httpx.ByteStream(content),
+            extensions={
+                ENDPOINT_EXTENSION: endpoint,
+                "timeout": {"connect": connect, "read": budget, "write": budget, "pool": budget},
+            },
         )
+        request.read()  # marks it read (no copy): wrapping transports may look at .content
         holding_slot = False
         try:
             # httpx timeouts are per phase; this bounds the whole attempt, slot wait included.

@@ -1,43 +1,105 @@
-"""The default HTTP transport and what its exceptions prove about a request."""
+"""The default HTTP transport, and what its exceptions prove about a request.
+
+httpx's request and response types stay the seam (tests inject httpx.MockTransport), but
+requests go out through aiohttp: httpx's own pool collapses under concurrency (see DESIGN.md).
+This adapter is ours, not httpx-aiohttp's: that one cost the worker's client more CPU per
+request than aiohttp itself (a response stream, a URL parse and header copies per call) and
+reported disconnects after the request was written as connect timeouts.
+"""
 
 from __future__ import annotations
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
+from yarl import URL
 
-# Raised by aiohttp while opening a connection, before a byte of the request is written.
-_AIOHTTP_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+# The kinds of failure that prove the request never left this process.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """One aiohttp connection pool; each answer is read whole before it is returned."""
+
+    def __init__(self, max_connections: int) -> None:
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Opened on first use: aiohttp binds a session to the running loop.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._max_connections),
+            cookie_jar=aiohttp.DummyCookieJar(),  # HeyGen authenticates by key, not cookie
+            auto_decompress=False,  # httpx decodes, as for any transport's raw body
+        )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self._session or self._open()
+        text = str(request.url)
+        url = self._urls.get(text)
+        if url is None:
+            url = self._urls[text] = URL(text, encoded=True)
+        timeout = request.extensions.get("timeout", {})
+        try:
+            async with session.request(
+                request.method,
+                url,
+                headers=request.headers.multi_items(),
+                data=request.content or None,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=timeout.get("pool"),
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                ),
+            ) as answer:
+                body = await answer.read()
+        except aiohttp.ClientError as exc:
+            raise _as_httpx(exc) from exc
+        return httpx.Response(
+            answer.status,
+            headers=answer.raw_headers,
+            stream=httpx.ByteStream(body),  # as is: decoded (if encoded) when read
+            request=request,
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": (answer.reason or "").encode(),
+            },
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def _as_httpx(exc: aiohttp.ClientError) -> httpx.TransportError:
+    """The httpx exception that says what `exc` proves: only connect-phase failures are
+    provably unsent. aiohttp raises ClientConnectorError and ConnectionTimeoutError while
+    opening a connection, before a byte of the request is written."""
+    message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(message)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(message)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return httpx.UnsupportedProtocol(message)
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return httpx.ReadTimeout(message)
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientResponseError):
+        return httpx.RemoteProtocolError(message)
+    return httpx.ReadError(message)  # reset, payload cut short: maybe after HeyGen acted
 
 
 def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
-    """aiohttp-backed transport: httpx's own pool collapses under concurrency (see DESIGN.md)."""
-    limits = httpx.Limits(
-        max_connections=max_connections, max_keepalive_connections=max_connections
-    )
-    return AiohttpTransport(limits=limits)
+    return AiohttpTransport(max_connections)
 
 
 def request_may_have_been_sent(exc: httpx.TransportError) -> bool:
-    """False only when `exc` proves the request never left this process.
-
-    httpx-aiohttp maps every aiohttp.ClientConnectionError to httpx.ConnectTimeout, including
-    ServerDisconnectedError on a reused keep-alive connection after the request was written, so
-    the aiohttp cause decides, not the httpx class.
-    """
-    if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return True
-    cause = exc.__cause__
-    if isinstance(cause, aiohttp.ClientError):
-        return not isinstance(cause, _AIOHTTP_NOT_SENT)
-    return False
+    """False only when `exc` proves the request never left this process."""
+    return not isinstance(exc, _NOT_SENT)
 
 
 def is_timeout(exc: httpx.TransportError) -> bool:
-    """Whether `exc` is a timeout: httpx-aiohttp reports plain disconnects as ConnectTimeout too."""
-    if not isinstance(exc, httpx.TimeoutException):
-        return False
-    cause = exc.__cause__
-    return not isinstance(cause, aiohttp.ClientError) or isinstance(
-        cause, aiohttp.ServerTimeoutError
-    )
+    return isinstance(exc, httpx.TimeoutException)

@@ -100,6 +100,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry, *, version: str | None = None) -> None:
         # _created series double the series count; Prometheus 2 stores them as plain gauges.
         disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
+        self._heygen_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
         # Commands (RED by type).
         self.commands_received_total = Counter(
@@ -315,6 +316,12 @@ class Metrics:
 
     def observe_heygen(self, endpoint: str, outcome: str, seconds: float) -> None:
         """One finished HeyGen HTTP request."""
-        endpoint = bounded(endpoint, HEYGEN_ENDPOINTS)
-        self.heygen_requests_total.labels(endpoint, bounded(outcome, HEYGEN_OUTCOMES)).inc()
-        self.heygen_request_duration_seconds.labels(endpoint).observe(seconds)
+        key = (bounded(endpoint, HEYGEN_ENDPOINTS), bounded(outcome, HEYGEN_OUTCOMES))
+        children = self._heygen_children.get(key)
+        if children is None:  # labels() per request was a few percent of a keep-alive's CPU
+            children = self._heygen_children[key] = (
+                self.heygen_requests_total.labels(*key),
+                self.heygen_request_duration_seconds.labels(key[0]),
+            )
+        children[0].inc()
+        children[1].observe(seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
@@ -89,6 +90,13 @@ def tracer() -> Tracer:
     """The worker's tracer: from setup_tracing()'s provider, else the global (no-op) one."""
     if _tracer is not None:
         return _tracer  # a provider's get_tracer builds a new Tracer each call
+    return _global_tracer()
+
+
+@functools.cache
+def _global_tracer() -> Tracer:
+    # A ProxyTracer: it follows the global provider if one is set later, so one is enough
+    # (get_tracer built a new one per span).
     return trace.get_tracer(INSTRUMENTATION_NAME)
 
 

@@ -7,6 +7,7 @@ this does it. It never records request headers: they carry the X-Api-Key.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import time
@@ -22,6 +23,7 @@ from worker.observability.tracing import inject_context, tracer
 _VERSION_SEGMENT = re.compile(r"v\d+")
 
 
+@functools.lru_cache(maxsize=256)
 def endpoint_label(path: str) -> str:
     """The bounded endpoint name of a HeyGen URL path, named like the HeyGen client names it:
     "/v1/streaming.task" -> "streaming.task", "/v1/streaming/avatar.list" ->
@@ -103,8 +105,9 @@ class InstrumentedTransport(httpx.AsyncBaseTransport):
             outcome = "transport"  # any failure not classified below
             try:
                 response = await self._inner.handle_async_request(request)
-                body = await _read_raw(response)
-                outcome = outcome_of(response.status_code, _decoded(response, body))
+                # Read here so that its time counts; the client gets the content read once.
+                body = await response.aread()
+                outcome = outcome_of(response.status_code, body)
                 span.set_attribute("http.response.status_code", response.status_code)
             except (httpx.TimeoutException, asyncio.CancelledError):
                 # A cancellation here is nearly always the HeyGen client's asyncio.timeout around
@@ -116,36 +119,7 @@ class InstrumentedTransport(httpx.AsyncBaseTransport):
                 span.set_attribute("heygen.outcome", outcome)
                 if outcome != "ok":
                     span.set_status(Status(StatusCode.ERROR, outcome))
-        # A fresh, unread response: httpx's client reads it as usual (and times it).
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=httpx.ByteStream(body),
-            extensions=response.extensions,
-            request=request,
-        )
+        return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()
-
-
-async def _read_raw(response: httpx.Response) -> bytes:
-    """The body as sent (still content-encoded). Iterates the stream itself: a response built
-    in memory (httpx.MockTransport) is already marked read, which aiter_raw() refuses."""
-    stream = response.stream
-    if not isinstance(stream, httpx.AsyncByteStream):
-        raise TypeError("an async transport returned a sync stream")
-    try:
-        return b"".join([chunk async for chunk in stream])
-    finally:
-        await response.aclose()
-
-
-def _decoded(response: httpx.Response, raw: bytes) -> bytes:
-    """`raw` with the response's Content-Encoding undone, for classification only."""
-    if "content-encoding" not in response.headers:
-        return raw
-    try:
-        return httpx.Response(200, headers=response.headers, content=raw).content
-    except httpx.DecodingError:
-        return b""
