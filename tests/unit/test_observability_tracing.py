@@ -17,8 +17,10 @@ from prometheus_client import CollectorRegistry
 
 from worker.observability.metrics import Metrics
 from worker.observability.tracing import (
+    consumer_span,
     extract_context,
     inject_context,
+    recording,
     setup_tracing,
     shutdown_tracing,
     tracer,
@@ -287,3 +289,28 @@ async def test_transport_passes_a_compressed_body_through(
 )
 def test_endpoint_label_is_bounded(path: str, label: str) -> None:
     assert endpoint_label(path) == label
+
+
+async def test_without_a_provider_the_producers_context_still_reaches_heygen(
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_TRACES_EXPORTER",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    setup_tracing()  # no exporter asked for: nothing is recorded
+    assert not recording()
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"code": 100, "message": "success", "data": None})
+
+    producer = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    async with client(handler, registry) as http:
+        with consumer_span("session.speak", {"traceparent": producer.encode()}, "c1", "s1"):
+            await http.post("/v1/streaming.task", json={"text": "hi"})
+    assert seen[0].headers["traceparent"] == producer
+    assert requests_total(registry, "streaming.task", "ok") == 1

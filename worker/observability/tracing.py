@@ -13,7 +13,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Span, SpanContext, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 INSTRUMENTATION_NAME = "worker"
@@ -132,6 +132,11 @@ def consumer_span(
         "heygen_worker.command_type": command_type,
         "heygen_worker.session_id": session_id or "",
     }
+    if not recording():
+        # What the no-op tracer would do, without its layers: the producer's context current.
+        with trace.use_span(trace.NonRecordingSpan(_parent(extract_context(headers)))) as span:
+            yield span
+        return
     with tracer().start_as_current_span(
         f"{command_type} process",
         context=extract_context(headers),
@@ -139,3 +144,13 @@ def consumer_span(
         attributes=attributes,
     ) as span:
         yield span
+
+
+def recording() -> bool:
+    """Whether spans are recorded (setup_tracing() made a provider). Without, hot paths skip
+    the no-op tracer's layers, a tenth of a HeyGen request's CPU, and only pass context on."""
+    return _provider is not None
+
+
+def _parent(context: Context) -> SpanContext:
+    return trace.get_current_span(context).get_span_context()

@@ -14,11 +14,11 @@ import time
 from typing import Any
 
 import httpx
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from worker.heygen.errors import error_from_answer
 from worker.observability.metrics import HEYGEN_ENDPOINTS, OTHER, Metrics
-from worker.observability.tracing import inject_context, tracer
+from worker.observability.tracing import inject_context, recording, tracer
 
 _VERSION_SEGMENT = re.compile(r"v\d+")
 
@@ -90,6 +90,9 @@ class InstrumentedTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         endpoint = endpoint_label(request.url.path)
+        if not recording():
+            inject_context(request.headers)  # the caller's trace context, passed on
+            return await self._observed(request, endpoint, None)
         attributes = {
             "http.request.method": request.method,
             "url.full": _url_without_query(request.url),
@@ -101,25 +104,33 @@ class InstrumentedTransport(httpx.AsyncBaseTransport):
             name, kind=SpanKind.CLIENT, attributes=attributes
         ) as span:
             inject_context(request.headers)
-            started = time.perf_counter()
-            outcome = "transport"  # any failure not classified below
-            try:
-                response = await self._inner.handle_async_request(request)
-                # Read here so that its time counts; the client gets the content read once.
-                body = await response.aread()
-                outcome = outcome_of(response.status_code, body)
+            return await self._observed(request, endpoint, span)
+
+    async def _observed(
+        self, request: httpx.Request, endpoint: str, span: Span | None
+    ) -> httpx.Response:
+        """Sends `request`, timed and classified into the metrics (and `span`)."""
+        started = time.perf_counter()
+        outcome = "transport"  # any failure not classified below
+        try:
+            response = await self._inner.handle_async_request(request)
+            # Read here so that its time counts; the client gets the content read once.
+            body = await response.aread()
+            outcome = outcome_of(response.status_code, body)
+            if span is not None:
                 span.set_attribute("http.response.status_code", response.status_code)
-            except (httpx.TimeoutException, asyncio.CancelledError):
-                # A cancellation here is nearly always the HeyGen client's asyncio.timeout around
-                # the attempt, which it reports as a timeout too.
-                outcome = "timeout"
-                raise
-            finally:
-                self._metrics.observe_heygen(endpoint, outcome, time.perf_counter() - started)
+            return response
+        except (httpx.TimeoutException, asyncio.CancelledError):
+            # A cancellation here is nearly always the HeyGen client's asyncio.timeout around
+            # the attempt, which it reports as a timeout too.
+            outcome = "timeout"
+            raise
+        finally:
+            self._metrics.observe_heygen(endpoint, outcome, time.perf_counter() - started)
+            if span is not None:
                 span.set_attribute("heygen.outcome", outcome)
                 if outcome != "ok":
                     span.set_status(Status(StatusCode.ERROR, outcome))
-        return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()
