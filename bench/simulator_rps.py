@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from simulator.admin import SimulatorAdmin
 from worker.heygen import HeyGenClient
 from worker.heygen.transport import default_transport
+from worker.loop import run as run_loop
 from worker.observability.metrics import Metrics
 from worker.observability.transport import InstrumentedTransport
 
@@ -174,7 +175,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="concurrent clients (64)")
     parser.add_argument("--client", choices=("aiohttp", "worker"), default="aiohttp")
     args = parser.parse_args()
-    result = asyncio.run(_bench(args))
+    result = run_loop(_bench(args))
     rps = result.requests / result.seconds
     cuts = statistics.quantiles(result.latencies_ms, n=100)
     cpu_share = result.server_cpu_s / result.seconds

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bench import speak
+from bench import broker_floor, speak
 from bench.keepalive_report import SMOKE
 from bench.keepalive_scale import run
 from bench.speak_report import SMOKE as SPEAK_SMOKE
@@ -54,3 +54,9 @@ async def test_speak_benchmark_measures_every_target(tmp_path: Path) -> None:
     report.plot(tmp_path)
     assert (tmp_path / "speak-throughput.png").stat().st_size > 0
     assert (tmp_path / "speak-latency.png").stat().st_size > 0
+
+
+async def test_broker_floor_times_every_step() -> None:
+    steps = await broker_floor.measure(rate=500, count=10)
+    assert [len(latencies) for latencies in steps.values()] == [10, 10, 5]
+    assert all(latency > 0 for latencies in steps.values() for latency in latencies)
