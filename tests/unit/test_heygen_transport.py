@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import httpx
@@ -150,5 +153,56 @@ async def test_a_compressed_answer_is_decoded() -> None:
         base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         async with HeyGenClient(SecretStr(KEY), base_url) as heygen:
             assert await heygen.task("hs", "hi") == TaskResult(task_id="t1", duration_ms=7)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no public CA signed, and its key."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        [*request, "-keyout", str(key), "-out", str(cert), *subject],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_tls_is_verified_and_a_bad_certificate_is_provably_unsent(
+    self_signed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed
+    served = 0
+
+    async def keep_alive(request: web.Request) -> web.Response:
+        nonlocal served
+        served += 1
+        return web.json_response({"code": 100, "message": "success", "data": None})
+
+    app = web.Application()
+    app.router.add_post("/v1/streaming.keep_alive", keep_alive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+    await site.start()
+    base_url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    retry = RetryPolicy(max_attempts=1)
+    try:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        async with HeyGenClient(SecretStr(KEY), base_url, retry=retry) as heygen:
+            with pytest.raises(TransportError) as info:
+                await heygen.keep_alive("hs")
+        assert info.value.request_sent is False
+        assert served == 0
+        # Trusted once the operator points SSL_CERT_FILE at it (as httpx does).
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        async with HeyGenClient(SecretStr(KEY), base_url, retry=retry) as heygen:
+            await heygen.keep_alive("hs")
+        assert served == 1
     finally:
         await runner.cleanup()

@@ -28,7 +28,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _open(self) -> aiohttp.ClientSession:
         # Opened on first use: aiohttp binds a session to the running loop.
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._max_connections),
+            # httpx's TLS defaults: certifi's CA bundle, or SSL_CERT_FILE / SSL_CERT_DIR.
+            connector=aiohttp.TCPConnector(
+                limit=self._max_connections, ssl=httpx.create_ssl_context()
+            ),
             cookie_jar=aiohttp.DummyCookieJar(),  # HeyGen authenticates by key, not cookie
             auto_decompress=False,  # httpx decodes, as for any transport's raw body
         )
