@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -20,6 +21,7 @@ from worker.heygen import HeyGenClient, HeyGenTimeoutError, RetryPolicy, TaskRes
 from worker.heygen.transport import _as_httpx, is_timeout, request_may_have_been_sent
 
 KEY = "hg-transport-key"
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 _KEY = ConnectionKey("heygen.test", 443, True, True, None, None, None)
@@ -56,6 +58,23 @@ def test_httpx_failures_from_other_transports_are_judged_alike() -> None:
     assert is_timeout(httpx.ReadError("reset")) is False
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    path: str, handler: Handler, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
+    """A local HTTP(S) server answering POST `path`; yields its base URL."""
+    app = web.Application()
+    app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
+    scheme = "https" if ssl_context else "http"
+    try:
+        yield f"{scheme}://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def heygen_stub() -> AsyncIterator[tuple[str, list[web.Request]]]:
     seen: list[web.Request] = []
@@ -68,17 +87,8 @@ async def heygen_stub() -> AsyncIterator[tuple[str, list[web.Request]]]:
             {"code": 100, "message": "success", "data": {"task_id": body["text"], "duration_ms": 5}}
         )
 
-    app = web.Application()
-    app.router.add_post("/v1/streaming.task", task)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with serving("/v1/streaming.task", task) as base_url:
+        yield base_url, seen
 
 
 async def test_default_transport_round_trip(heygen_stub: tuple[str, list[web.Request]]) -> None:
@@ -143,18 +153,11 @@ async def test_a_compressed_answer_is_decoded() -> None:
         response.enable_compression(web.ContentCoding.gzip)
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/streaming.task", task)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        async with HeyGenClient(SecretStr(KEY), base_url) as heygen:
-            assert await heygen.task("hs", "hi") == TaskResult(task_id="t1", duration_ms=7)
-    finally:
-        await runner.cleanup()
+    async with (
+        serving("/v1/streaming.task", task) as base_url,
+        HeyGenClient(SecretStr(KEY), base_url) as heygen,
+    ):
+        assert await heygen.task("hs", "hi") == TaskResult(task_id="t1", duration_ms=7)
 
 
 @pytest.fixture
@@ -182,17 +185,10 @@ async def test_tls_is_verified_and_a_bad_certificate_is_provably_unsent(
         served += 1
         return web.json_response({"code": 100, "message": "success", "data": None})
 
-    app = web.Application()
-    app.router.add_post("/v1/streaming.keep_alive", keep_alive)
-    runner = web.AppRunner(app)
-    await runner.setup()
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
-    await site.start()
-    base_url = f"https://127.0.0.1:{runner.addresses[0][1]}"
     retry = RetryPolicy(max_attempts=1)
-    try:
+    async with serving("/v1/streaming.keep_alive", keep_alive, tls) as base_url:
         monkeypatch.delenv("SSL_CERT_FILE", raising=False)
         async with HeyGenClient(SecretStr(KEY), base_url, retry=retry) as heygen:
             with pytest.raises(TransportError) as info:
@@ -204,5 +200,3 @@ async def test_tls_is_verified_and_a_bad_certificate_is_provably_unsent(
         async with HeyGenClient(SecretStr(KEY), base_url, retry=retry) as heygen:
             await heygen.keep_alive("hs")
         assert served == 1
-    finally:
-        await runner.cleanup()
