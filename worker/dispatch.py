@@ -272,8 +272,9 @@ class Dispatcher:
     async def _send_home(self, command: Command, delivery: Delivery, home: int) -> Disposition:
         """Into the home partition's queue, in the order the session's commands came."""
         log.info(
-            "forwarding %s for session %s from partition %d to its home partition %d",
+            "forwarding %s %s for session %s from partition %d to its home partition %d",
             command.type,
+            command.command_id,
             _session_id(command),
             delivery.partition,
             home,

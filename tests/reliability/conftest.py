@@ -30,7 +30,8 @@ WORKER_ENV = {
     "WORKER_OWNERSHIP_POLL_S": "0.5",
     "WORKER_PUBLISH_TIMEOUT_S": "3",
     "WORKER_SHUTDOWN_GRACE_S": "3",
-    "LOG_LEVEL": "INFO",
+    # Every command's outcome is logged at DEBUG: the trail of an unanswered one (scenario.py).
+    "LOG_LEVEL": "DEBUG",
 }
 
 

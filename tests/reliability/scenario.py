@@ -14,7 +14,7 @@ import httpx
 
 from simulator.server import RunningSimulator
 from tests.integration.conftest import WorkerProcess
-from tests.reliability.checker import Checker, Report
+from tests.reliability.checker import Checker, Report, Sent
 from tests.reliability.conftest import finish, node_worker
 from tests.reliability.rabbit_node import RabbitNode
 from tests.reliability.traffic import ResilientProducer, Traffic
@@ -72,6 +72,9 @@ async def run_scenario(
         await asyncio.sleep(settle_s)
         await traffic.stop()
         await traffic.close_sessions()
+        if unanswered := checker.unanswered():
+            # Now: the wait in finish() can run into the test's own timeout.
+            print(trail(w.log(), [checker.commands[c] for c in unanswered]))
         report = await finish(checker, simulator)
         if report.lost:
             print(await broker_view(rabbit_node, node_url))
@@ -79,6 +82,13 @@ async def run_scenario(
         await w.wait_ready(30)
         assert w.process.returncode is None, w.log()
     return report
+
+
+def trail(log: str, commands: list[Sent], lines: int = 40) -> str:
+    """The worker's log lines naming these commands or their sessions (the last `lines`)."""
+    needles = {c.command_id for c in commands} | {c.session_id for c in commands if c.session_id}
+    found = [line for line in log.splitlines() if any(n in line for n in needles)]
+    return f"worker log on {sorted(needles)}:\n" + "\n".join(found[-lines:])
 
 
 async def broker_view(rabbit_node: RabbitNode, amqp_url: str) -> str:
