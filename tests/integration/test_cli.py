@@ -21,6 +21,7 @@ from tests.integration.conftest import REPO, wait_until
 from worker.app import Worker
 from worker.bus.topology import TopologySpec, declare_topology
 from worker.cli import CliError, ExitCode, build_parser, main
+from worker.cli.broker import CONNECTION_NAME as CLI_CONNECTION
 
 SPEC = TopologySpec(partitions=2, delivery_limit=5)  # the topology without a worker
 
@@ -150,10 +151,16 @@ async def test_events_tail_stops_when_the_broker_drops_it(
     ) as http:
 
         async def cli_connections() -> list[str]:
+            # By name: the management API lists connections late on a loaded broker, and the
+            # test's own connection alone must not pass for the CLI's.
             found = (await http.get(f"/api/vhosts/{vhost}/connections")).json()
-            return [c["name"] for c in found]
+            return [
+                c["name"]
+                for c in found
+                if (c.get("client_properties") or {}).get("connection_name") == CLI_CONNECTION
+            ]
 
-        await wait_until(cli_connections, timeout=10, interval=0.2)
+        await wait_until(cli_connections, timeout=20, interval=0.2)
         for name in await cli_connections():
             await http.delete(f"/api/connections/{quote(name, safe='')}")
     with pytest.raises(CliError, match="lost the connection to RabbitMQ: CONNECTION_FORCED"):

@@ -32,6 +32,9 @@ def redact(url: str) -> str:
     return str(parsed.with_password("***")) if parsed.password else str(parsed)
 
 
+CONNECTION_NAME = "heygen-worker-cli"  # how the management UI names the CLI's connections
+
+
 @asynccontextmanager
 async def connect(url: str, timeout: float) -> AsyncIterator[AbstractConnection]:  # noqa: ASYNC109
     """A plain (not robust) connection: a CLI call should fail fast rather than retry forever."""
@@ -39,7 +42,7 @@ async def connect(url: str, timeout: float) -> AsyncIterator[AbstractConnection]
         raise CliError(f"--amqp-url must be amqp:// or amqps://, got {redact(url)}", ExitCode.USAGE)
     try:
         connection = await aio_pika.connect(
-            url, timeout=timeout, client_properties={"connection_name": "heygen-worker-cli"}
+            url, timeout=timeout, client_properties={"connection_name": CONNECTION_NAME}
         )
     except (TimeoutError, aiormq.exceptions.AMQPError, OSError) as exc:
         raise CliError(f"cannot connect to {redact(url)}: {_connect_reason(exc)}") from None
