@@ -42,7 +42,7 @@ class Result:
     seconds: float
     latencies_ms: list[float]
     server_cpu_s: float
-    client_cpu_s: float = 0.0
+    client_cpu_s: float
 
 
 def _free_port() -> int:

@@ -223,8 +223,7 @@ class HeyGenClient:
         content = b""
         if body is not None:
             content = json.dumps(body, separators=(",", ":")).encode()
-            headers.append(("Content-Type", "application/json"))
-        headers.append(("Content-Length", str(len(content))))
+            headers += [("Content-Type", "application/json"), ("Content-Length", str(len(content)))]
         connect = min(budget, CONNECT_TIMEOUT)
         request = httpx.Request(
             method,

@@ -23,7 +23,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(self, max_connections: int) -> None:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
-        self._urls: dict[str, URL] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         # Opened on first use: aiohttp binds a session to the running loop.
@@ -39,15 +38,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
-        text = str(request.url)
-        url = self._urls.get(text)
-        if url is None:
-            url = self._urls[text] = URL(text, encoded=True)
         timeout = request.extensions.get("timeout", {})
         try:
             async with session.request(
                 request.method,
-                url,
+                URL(str(request.url), encoded=True),  # httpx has encoded it already
                 headers=request.headers.multi_items(),
                 data=request.content or None,
                 allow_redirects=False,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
@@ -90,13 +89,6 @@ def tracer() -> Tracer:
     """The worker's tracer: from setup_tracing()'s provider, else the global (no-op) one."""
     if _tracer is not None:
         return _tracer  # a provider's get_tracer builds a new Tracer each call
-    return _global_tracer()
-
-
-@functools.cache
-def _global_tracer() -> Tracer:
-    # A ProxyTracer: it follows the global provider if one is set later, so one is enough
-    # (get_tracer built a new one per span).
     return trace.get_tracer(INSTRUMENTATION_NAME)
 
 
@@ -125,6 +117,11 @@ def consumer_span(
 ) -> Iterator[Span]:
     """A consumer span per command, continuing the producer's trace from the message headers
     (aio-pika's instrumentation loses it with iterators, so it is done here)."""
+    if not recording():
+        # What the no-op tracer would do, without its layers: the producer's context current.
+        with trace.use_span(trace.NonRecordingSpan(_parent(extract_context(headers)))) as span:
+            yield span
+        return
     attributes = {
         "messaging.system": "rabbitmq",
         "messaging.operation": "process",
@@ -132,11 +129,6 @@ def consumer_span(
         "heygen_worker.command_type": command_type,
         "heygen_worker.session_id": session_id or "",
     }
-    if not recording():
-        # What the no-op tracer would do, without its layers: the producer's context current.
-        with trace.use_span(trace.NonRecordingSpan(_parent(extract_context(headers)))) as span:
-            yield span
-        return
     with tracer().start_as_current_span(
         f"{command_type} process",
         context=extract_context(headers),
