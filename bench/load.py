@@ -1,8 +1,8 @@
 """The load of the speak benchmarks, the same for every target (worker, peer, bare relay).
 
-Speak commands are encoded before any clock starts and published raw to `avatar.commands`
-with publisher confirms; a target's answer is recognised on `avatar.events` by the AMQP
-`correlation_id`, which is unique per command. Two shapes of load:
+Speak commands are published raw to `avatar.commands` with publisher confirms (the closed
+loop's encoded before any clock starts); a target's answer is recognised on `avatar.events` by
+the AMQP `correlation_id`, which is unique per command. Two shapes of load:
 
 - closed loop (`saturate`): at most `in_flight` commands published and not yet answered, for a
   fixed time: the rate a target sustains, with the same number in flight for every target;
@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import aio_pika
@@ -42,9 +42,9 @@ class Outgoing:
     properties: dict[str, object]
 
 
-def speaks(session_ids: Sequence[str], count: int) -> list[Outgoing]:
-    """`count` speak commands (async, repeat), round-robin over `session_ids`, encoded."""
-    out: list[Outgoing] = []
+def speaks(session_ids: Sequence[str], count: int) -> Iterator[Outgoing]:
+    """`count` speak commands (async, repeat), round-robin over `session_ids`, each encoded as
+    it is taken: its `sent_at` is then when it was taken (`list()` them to encode ahead)."""
     for session_id, _ in zip(itertools.cycle(session_ids), range(count), strict=False):
         correlation_id = uuid.uuid4().hex
         command = SessionSpeak(
@@ -55,8 +55,7 @@ def speaks(session_ids: Sequence[str], count: int) -> list[Outgoing]:
             correlation_id=correlation_id,
         )
         envelope = encode_command(command)
-        out.append(Outgoing(session_id, correlation_id, envelope.body, envelope.properties))
-    return out
+        yield Outgoing(session_id, correlation_id, envelope.body, envelope.properties)
 
 
 def answer_body() -> bytes:
@@ -196,17 +195,23 @@ async def saturate(
 
 
 async def paced(
-    channel: AbstractChannel, collected: Answers, load: Sequence[Outgoing], rate: float
+    channel: AbstractChannel, collected: Answers, load: Iterable[Outgoing], rate: float
 ) -> None:
-    """Publish `load` at `rate` commands per second (not waiting for answers), then drain."""
+    """Publish `load` at `rate` commands per second (not waiting for answers), then drain.
+
+    A lazy `load` is encoded as it goes, so each command's `sent_at` is its publish time and
+    the worker's queue-delay metric measures the broker's delivery."""
     exchange = await channel.get_exchange(COMMANDS_EXCHANGE, ensure=False)
     loop = asyncio.get_running_loop()
     began = loop.time()
     tasks: set[asyncio.Task[None]] = set()
-    for index, item in enumerate(load):
+    items = iter(load)
+    for index in itertools.count():
         delay = began + index / rate - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        if (item := next(items, None)) is None:  # taken after the sleep: sent_at is now
+            break
         task = asyncio.create_task(_publish(exchange, item, collected))
         tasks.add(task)
         task.add_done_callback(tasks.discard)

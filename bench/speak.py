@@ -42,6 +42,7 @@ from bench.speak_report import (
     SMOKE,
     Level,
     Measured,
+    PathWaits,
     SpeakParams,
     SpeakReport,
 )
@@ -133,7 +134,7 @@ async def saturate(
     name: str, channel: aio_pika.abc.AbstractChannel, target: Child, ids: list[str], p: SpeakParams
 ) -> Measured:
     """Closed-loop speak throughput of `target`, with its CPU share during the measured part."""
-    commands = load.speaks(ids, p.load_size)
+    commands = list(load.speaks(ids, p.load_size))
     async with load.answers(channel) as collected:
         cpu = _CpuWindow(target.pid)
         window = await load.saturate(
@@ -272,7 +273,10 @@ async def worker_levels(p: SpeakParams, log_dir: Path, report: SpeakReport) -> N
             _enter(rig, report, f"{level:,} live: throughput over {len(ids)} sessions")
             measured = await saturate(f"worker, {level:,} live", rig.channel, rig.worker, ids, p)
             _enter(rig, report, f"{level:,} live: latency at {p.rate:g}/s")
+            before = await _scrape(rig)
             latency = await _latency(rig, ids, p.rate, p.latency_s)
+            if level == p.headline_level:
+                report.waits = PathWaits.between(before, await _scrape(rig))
             _enter(rig, report, f"{level:,} live: at rest")
             rest_cores, rss = await _rest(rig, p.rest_s)
             report.levels.append(Level(level, measured, latency, rest_cores, rss))
@@ -284,12 +288,15 @@ async def worker_levels(p: SpeakParams, log_dir: Path, report: SpeakReport) -> N
                 if p.profile:
                     _enter(rig, report, "profiling the worker under the same load (py-spy)")
                     report.profile = await _profiled(rig, ids, p, log_dir)
-        async with httpx.AsyncClient(timeout=30) as http:
-            exposition = (await http.get(f"{rig.metrics_url}/metrics")).text
-        samples = stats.scrape(exposition)
+        samples = await _scrape(rig)
         buckets = stats.histogram_buckets(samples, "heygen_worker_keepalive_lateness_seconds")
         report.keepalive_p99_s = stats.histogram_quantile(buckets, 0.99)
         report.keepalives = stats.by_label(samples, "heygen_worker_keepalives_total", "outcome")
+
+
+async def _scrape(rig: Rig) -> stats.Samples:
+    async with httpx.AsyncClient(timeout=30) as http:
+        return stats.scrape((await http.get(f"{rig.metrics_url}/metrics")).text)
 
 
 async def _profiled(rig: Rig, ids: list[str], p: SpeakParams, log_dir: Path) -> profile.Profile:

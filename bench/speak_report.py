@@ -10,7 +10,7 @@ from pathlib import Path
 from bench import plots
 from bench.keepalive_report import REPO, Goal, aligned, mb, verdict
 from bench.profile import Profile
-from bench.stats import quantile
+from bench.stats import HistogramDelta, Samples, histogram_delta, quantile
 
 # The goals of the benchmarks issue (9).
 MIN_CEILING_RATIO = 0.6
@@ -88,6 +88,34 @@ class Level:
     rss_kib: int
 
 
+@dataclass(frozen=True)
+class PathWaits:
+    """What the worker's own metrics saw during a latency step: the waits a speak has on its
+    way to `speech.started` that are not the worker's code."""
+
+    delivery: HistogramDelta  # the command: producer's publish to the worker receiving it
+    state: HistogramDelta  # broker confirms of state-stream records (two before the event)
+    event: HistogramDelta  # broker confirms of events
+    heygen: HistogramDelta  # streaming.task requests
+
+    @classmethod
+    def between(cls, before: Samples, after: Samples) -> PathWaits:
+        def delta(name: str, **labels: str) -> HistogramDelta:
+            return histogram_delta(before, after, f"heygen_worker_{name}", **labels)
+
+        return cls(
+            delivery=delta("command_queue_delay_seconds", type="session.speak"),
+            state=delta("broker_confirm_seconds", kind="state"),
+            event=delta("broker_confirm_seconds", kind="event"),
+            heygen=delta("heygen_request_duration_seconds", endpoint="streaming.task"),
+        )
+
+    @property
+    def broker_ms(self) -> float:
+        """Mean broker time before `speech.started` can go out: delivery and two state confirms."""
+        return (self.delivery.mean + 2 * self.state.mean) * 1000
+
+
 def ms(seconds: float) -> str:
     return "n/a" if math.isnan(seconds) else f"{seconds * 1000:.1f} ms"
 
@@ -115,6 +143,7 @@ class SpeakReport:
     rss_start_kib: int = 0
     keepalive_p99_s: float = math.nan
     keepalives: Mapping[str, float] = field(default_factory=dict)
+    waits: PathWaits | None = None  # over the headline level's latency step
     profile: Profile | None = None
     phase: str = "starting"
     aborted: str = ""  # why the run stopped early (what it measured until then stays)
@@ -214,6 +243,8 @@ class SpeakReport:
                     f"ms, max {self.added_ms(lat, 1.0):.1f} ms",
                 )
             )
+        if self.waits is not None:
+            rows += self._wait_rows(self.waits)
         for bare in (self.relay, self.peer):
             if bare is not None and bare.paced_latency_s:
                 lat = bare.paced_latency_s
@@ -267,6 +298,25 @@ class SpeakReport:
                 ),
             ]
         return rows
+
+    def _wait_rows(self, w: PathWaits) -> list[tuple[str, str]]:
+        return [
+            (
+                "  of which the broker's (worker metrics, means)",
+                f"{w.broker_ms:.1f} ms: command delivery {ms(w.delivery.mean)} + two state-stream "
+                f"confirms of {ms(w.state.mean)} (checkpoint, then the snapshot holding the event)",
+            ),
+            (
+                "  broker confirm p99 (bucket resolution)",
+                f"state {ms(w.state.quantile(0.99))} ({w.state.count:,.0f} records), event "
+                f"{ms(w.event.quantile(0.99))} (mean {ms(w.event.mean)}, "
+                f"{w.event.count:,.0f} events)",
+            ),
+            (
+                "  HeyGen call (worker metrics, mean)",
+                f"{ms(w.heygen.mean)} against the simulator's own p50 {self.simulator_ms:.1f} ms",
+            ),
+        ]
 
     def growth_rows(self) -> list[tuple[str, ...]]:
         rows: list[tuple[str, ...]] = []

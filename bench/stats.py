@@ -53,19 +53,19 @@ def lateness(gaps: Iterable[Gap], interval_s: float, since: float = -math.inf) -
 
 # --- Prometheus text ------------------------------------------------------------------------
 
+Samples = dict[str, list[tuple[dict[str, str], float]]]  # by sample name: [(labels, value)]
 
-def scrape(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+
+def scrape(text: str) -> Samples:
     """Samples of an exposition, by sample name: [(labels, value)]."""
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
     return samples
 
 
-def by_label(
-    samples: dict[str, list[tuple[dict[str, str], float]]], name: str, label: str
-) -> dict[str, float]:
+def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
     return {labels.get(label, ""): value for labels, value in samples.get(name, [])}
 
 
@@ -90,7 +90,40 @@ def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> floa
     return lower
 
 
-def histogram_buckets(
-    samples: dict[str, list[tuple[dict[str, str], float]]], name: str
-) -> list[tuple[float, float]]:
+def histogram_buckets(samples: Samples, name: str) -> list[tuple[float, float]]:
     return [(float(labels["le"]), value) for labels, value in samples.get(f"{name}_bucket", [])]
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramDelta:
+    """What one series of a Prometheus histogram gained between two scrapes."""
+
+    count: float
+    total: float  # the _sum
+    buckets: list[tuple[float, float]]
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else math.nan
+
+    def quantile(self, q: float) -> float:
+        return histogram_quantile(self.buckets, q)
+
+
+def histogram_delta(before: Samples, after: Samples, name: str, **labels: str) -> HistogramDelta:
+    """The observations of `name{labels}` made between the scrapes `before` and `after`."""
+
+    def series(samples: Samples, suffix: str) -> dict[str, float]:
+        return {
+            got.get("le", ""): value
+            for got, value in samples.get(f"{name}{suffix}", [])
+            if all(got.get(k) == v for k, v in labels.items())
+        }
+
+    def gained(suffix: str) -> dict[str, float]:
+        old = series(before, suffix)
+        return {key: value - old.get(key, 0.0) for key, value in series(after, suffix).items()}
+
+    count, total = gained("_count").get("", 0.0), gained("_sum").get("", 0.0)
+    buckets = [(float(le), value) for le, value in gained("_bucket").items()]
+    return HistogramDelta(count, total, buckets)

@@ -119,6 +119,7 @@ class Worker:
             self._publish_conn,
             timeout=s.publish_timeout_s,
             on_failure=self.metrics.event_publish_failures_total.inc,
+            on_confirmed=self.metrics.observe_confirm,
         )
         await publisher.start()
         self._stack.push_async_callback(publisher.close)

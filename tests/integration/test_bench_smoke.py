@@ -48,6 +48,15 @@ async def test_speak_benchmark_measures_every_target(tmp_path: Path) -> None:
     assert report.simulator_rtt_s
     assert len(report.low_rate_latency_s) == int(SPEAK_SMOKE.low_rate * SPEAK_SMOKE.latency_s)
     assert len(report.goals()) == 4
+    # The worker's metrics timed the broker's part of the latency step's speaks.
+    waits = report.waits
+    assert waits is not None
+    assert waits.delivery.count >= SPEAK_SMOKE.rate * SPEAK_SMOKE.latency_s
+    assert waits.event.count >= waits.delivery.count  # speech.started and finished per speak
+    assert waits.state.count > 0
+    assert 0 < waits.state.mean < 1
+    assert waits.heygen.count >= waits.delivery.count
+    assert 0 < waits.broker_ms < 1000
     # The report renders (table and markdown), and so do the plots.
     assert "cost growth" in report.table()
     assert "| goal | measured | result |" in report.markdown()

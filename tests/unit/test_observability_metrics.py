@@ -37,6 +37,7 @@ EXPECTED = {
     "heygen_worker_leaked_sessions_stopped": ("counter", set()),
     "heygen_worker_events_published": ("counter", {"type"}),
     "heygen_worker_event_publish_failures": ("counter", set()),
+    "heygen_worker_broker_confirm_seconds": ("histogram", {"kind"}),
     "heygen_worker_dead_letters": ("counter", {"reason"}),
     "heygen_worker_bus_connected": ("gauge", {"connection"}),
     "heygen_worker_partitions_owned": ("gauge", set()),
@@ -130,6 +131,17 @@ def test_observe_heygen_bounds_endpoint_and_outcome(
     assert value(requests, {"endpoint": "other", "outcome": "other"}) == 1
     duration = "heygen_worker_heygen_request_duration_seconds_sum"
     assert value(duration, {"endpoint": "streaming.new"}) == 1.5
+
+
+def test_broker_confirms_are_timed_by_kind_to_the_sub_millisecond(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    metrics.observe_confirm("state", 0.0015)
+    bucket = "heygen_worker_broker_confirm_seconds_bucket"
+    value = registry.get_sample_value
+    assert value(bucket, {"kind": "state", "le": "0.001"}) == 0
+    assert value(bucket, {"kind": "state", "le": "0.002"}) == 1
+    assert value(bucket, {"kind": "event", "le": "+Inf"}) == 0
 
 
 def test_two_registries_do_not_collide() -> None:

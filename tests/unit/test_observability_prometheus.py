@@ -60,6 +60,8 @@ def exercise(metrics: m.Metrics) -> None:
     ):
         counter.inc(5)
     metrics.keepalive_lateness_seconds.observe(0.2)
+    for kind in m.PUBLISH_KINDS:
+        metrics.observe_confirm(kind, 0.002)
     for state in m.SESSION_STATES:
         metrics.sessions.labels(state).set(3)
     for connection in m.BUS_CONNECTIONS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,10 +36,15 @@ class Publisher:
         *,
         timeout: float,
         on_failure: Callable[[], object] | None = None,
+        on_confirmed: Callable[[str, float], object] | None = None,
     ) -> None:
+        """`on_confirmed(kind, seconds)` follows each confirmed publish: what it carried
+        ("event", "state", "reply", "forward", "handover", "dead_letter") and how long the
+        broker took to confirm it."""
         self._connection = connection
         self._timeout = timeout
         self._on_failure = on_failure
+        self._on_confirmed = on_confirmed
         self._channel: AbstractChannel | None = None
         self._events: AbstractExchange | None = None
         self._dlx: AbstractExchange | None = None
@@ -73,28 +79,28 @@ class Publisher:
     async def publish_event(self, envelope: AmqpEnvelope, routing_key: str) -> None:
         await self._heal()
         assert self._events is not None, "Publisher.start() first"
-        await self._publish(self._events, envelope, routing_key)
+        await self._publish(self._events, envelope, routing_key, "event")
 
     async def publish_reply(self, envelope: AmqpEnvelope, reply_to: str) -> None:
-        await self._heal()
-        assert self._channel is not None, "Publisher.start() first"
-        await self._publish(self._channel.default_exchange, envelope, reply_to)
+        await self._to_queue(envelope, reply_to, "reply")
+
+    async def append(self, envelope: AmqpEnvelope, stream: str) -> None:
+        """Append a record to a stream (the state stream)."""
+        await self._to_queue(envelope, stream, "state")
 
     async def forward(
         self, body: bytes, properties: Mapping[str, Any], headers: Mapping[str, Any], queue: str
     ) -> None:
-        """Put a command straight into another partition queue (the default exchange)."""
-        await self._heal()
-        assert self._channel is not None, "Publisher.start() first"
+        """Put a command straight into another partition queue."""
         envelope = AmqpEnvelope(body=body, properties={**properties, "headers": dict(headers)})
-        await self._publish(self._channel.default_exchange, envelope, queue)
+        await self._to_queue(envelope, queue, "forward")
 
     async def wake_partition(self, queue: str, worker_id: str) -> None:
         """Leave a handover message in a released partition queue for its next owner."""
         envelope = AmqpEnvelope(
             body=b"", properties={"delivery_mode": 2, "headers": {HANDOVER_HEADER: worker_id}}
         )
-        await self.publish_reply(envelope, queue)
+        await self._to_queue(envelope, queue, "handover")
 
     async def dead_letter(
         self, body: bytes, properties: Mapping[str, Any], headers: Mapping[str, Any]
@@ -102,12 +108,19 @@ class Publisher:
         await self._heal()
         assert self._dlx is not None, "Publisher.start() first"
         envelope = AmqpEnvelope(body=body, properties={**properties, "headers": dict(headers)})
-        await self._publish(self._dlx, envelope, "")
+        await self._publish(self._dlx, envelope, "", "dead_letter")
+
+    async def _to_queue(self, envelope: AmqpEnvelope, queue: str, kind: str) -> None:
+        """Through the default exchange, which routes by queue name."""
+        await self._heal()
+        assert self._channel is not None, "Publisher.start() first"
+        await self._publish(self._channel.default_exchange, envelope, queue, kind)
 
     async def _publish(
-        self, exchange: AbstractExchange, envelope: AmqpEnvelope, routing_key: str
+        self, exchange: AbstractExchange, envelope: AmqpEnvelope, routing_key: str, kind: str
     ) -> None:
         assert self._channel is not None
+        started = time.perf_counter()
         try:
             # A robust connection that is recovering makes publish wait: bound it. A timeout
             # scope rather than wait_for: no extra task per publish on the hot path.
@@ -129,6 +142,8 @@ class Publisher:
                 self._on_failure()
             target = f"{exchange.name or '(default)'}/{routing_key}"
             raise PublishFailed(f"publish to {target} not confirmed: {exc!r}") from exc
+        if self._on_confirmed is not None:
+            self._on_confirmed(kind, time.perf_counter() - started)
 
 
 _PROPERTIES = frozenset(

@@ -92,4 +92,4 @@ class StateStream:
                 "timestamp": datetime.now(UTC),
             },
         )
-        await self._publisher.publish_reply(envelope, STATE_STREAM)
+        await self._publisher.append(envelope, STATE_STREAM)

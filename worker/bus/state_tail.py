@@ -106,7 +106,7 @@ class StateTail:
         marker = uuid.uuid4().hex
         seen = self._markers[marker] = asyncio.Event()
         try:
-            await self._publisher.publish_reply(
+            await self._publisher.append(
                 AmqpEnvelope(body=b"", properties={"headers": {MARKER_HEADER: marker}}),
                 STATE_STREAM,
             )

@@ -26,6 +26,8 @@ from contracts.common import SessionState, StopReason, TaskMode, TaskType
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 SESSION_DURATION_BUCKETS = (60, 120, 300, 600, 900, 1800, 2700, 3600, 5400, 7200, 10800, 14400)
 KEEPALIVE_LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# A confirm takes a millisecond or two on a healthy broker: finer at the bottom.
+BROKER_CONFIRM_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.1, 0.5, 2.5)
 
 # Known label values. Series for them exist from the first scrape, so rate() and increase() see
 # the first event and alerts need no absent() guards. Other values are allowed where the worker's
@@ -80,6 +82,8 @@ EVENT_TYPES = tuple(contracts.EVENT_TYPES)
 # Undecodable commands (the codec's reasons) and commands whose handler raised.
 DEAD_LETTER_REASONS = (*(reason.value for reason in DecodeErrorReason), "handler_error")
 BUS_CONNECTIONS = ("consume", "publish")
+# What a confirmed publish carried (the publisher's vocabulary).
+PUBLISH_KINDS = ("event", "state", "reply", "forward", "handover", "dead_letter")
 
 
 def bounded(value: str | None, allowed: Iterable[str]) -> str:
@@ -237,6 +241,16 @@ class Metrics:
             "Event publishes that were not confirmed (nack, timeout, closed channel).",
             registry=registry,
         )
+        self.broker_confirm_seconds = Histogram(
+            "heygen_worker_broker_confirm_seconds",
+            "Time from publishing a message to the broker's confirm, by what it carried.",
+            ["kind"],
+            buckets=BROKER_CONFIRM_BUCKETS,
+            registry=registry,
+        )
+        self._confirm_children = {
+            kind: self.broker_confirm_seconds.labels(kind) for kind in PUBLISH_KINDS
+        }
         self.dead_letters_total = Counter(
             "heygen_worker_dead_letters_total",
             "Commands sent to the dead-letter queue.",
@@ -325,3 +339,7 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+
+    def observe_confirm(self, kind: str, seconds: float) -> None:
+        """One publish the broker confirmed; `kind` is one of PUBLISH_KINDS."""
+        self._confirm_children[kind].observe(seconds)
