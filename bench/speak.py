@@ -43,6 +43,7 @@ from bench.speak_report import (
     Level,
     Measured,
     PathWaits,
+    Round,
     SpeakParams,
     SpeakReport,
 )
@@ -87,8 +88,11 @@ async def open_simulator_sessions(url: str, count: int) -> list[str]:
     return ids
 
 
-async def bare_target(kind: str, params: SpeakParams, log_dir: Path) -> Measured:
-    """The relay (ceiling a) or the peer, in a child process, under the worker's load."""
+async def bare_target(
+    kind: str, params: SpeakParams, log_dir: Path, *, tag: str = "", paced: bool = True
+) -> Measured:
+    """The relay (ceiling a) or the peer, in a child process, under the worker's load; `paced`
+    adds the latency step's open loop; `tag` tells the logs of one round from another's."""
     async with AsyncExitStack() as stack:
         url = await stack.enter_async_context(harness.rabbit_vhost(f"bench-{kind}"))
         connection = await aio_pika.connect(url)
@@ -115,7 +119,7 @@ async def bare_target(kind: str, params: SpeakParams, log_dir: Path) -> Measured
                 kind,
                 [sys.executable, "-m", f"bench.{kind}"],
                 environment(params.source, **env),
-                log_dir / f"{kind}.log",
+                log_dir / f"{kind}{tag}.log",
                 params.source,
             )
         )
@@ -124,10 +128,12 @@ async def bare_target(kind: str, params: SpeakParams, log_dir: Path) -> Measured
         )
         channel = await connection.channel(publisher_confirms=True)
         measured = await saturate(kind, channel, child, ids, params)
+        if not paced:
+            return measured
         # The same open-loop rate as the worker's latency step: what the broker (and, for the
         # peer, one HTTP call) costs a command at that rate, with nothing else in the way.
-        paced = await paced_latency(channel, ids, params.rate, params.latency_s)
-        return replace(measured, paced_latency_s=paced)
+        latency = await paced_latency(channel, ids, params.rate, params.latency_s)
+        return replace(measured, paced_latency_s=latency)
 
 
 async def saturate(
@@ -280,6 +286,11 @@ async def worker_levels(p: SpeakParams, log_dir: Path, report: SpeakReport) -> N
             _enter(rig, report, f"{level:,} live: at rest")
             rest_cores, rss = await _rest(rig, p.rest_s)
             report.levels.append(Level(level, measured, latency, rest_cores, rss))
+            if level == p.headline_level and report.relay and report.peer:
+                report.rounds.append(Round(report.relay.rate, report.peer.rate, measured.rate))
+                for index in range(2, p.rounds + 1):
+                    _enter(rig, report, f"round {index} of relay, peer and worker")
+                    report.rounds.append(await _round(rig, ids, p, log_dir, index))
             if level == p.headline_level:
                 _enter(rig, report, f"{level:,} live: latency at {p.low_rate:g}/s")
                 report.low_rate_latency_s = await _latency(rig, ids, p.low_rate, p.latency_s)
@@ -292,6 +303,15 @@ async def worker_levels(p: SpeakParams, log_dir: Path, report: SpeakReport) -> N
         buckets = stats.histogram_buckets(samples, "heygen_worker_keepalive_lateness_seconds")
         report.keepalive_p99_s = stats.histogram_quantile(buckets, 0.99)
         report.keepalives = stats.by_label(samples, "heygen_worker_keepalives_total", "outcome")
+
+
+async def _round(rig: Rig, ids: list[str], p: SpeakParams, log_dir: Path, index: int) -> Round:
+    """The three targets' throughput once more, back to back (the worker's rig idles meanwhile:
+    keep-alives only)."""
+    relay = await bare_target("relay", p, log_dir, tag=f"-{index}", paced=False)
+    peer = await bare_target("peer", p, log_dir, tag=f"-{index}", paced=False)
+    worker = await saturate(f"worker, round {index}", rig.channel, rig.worker, ids, p)
+    return Round(relay.rate, peer.rate, worker.rate)
 
 
 async def _scrape(rig: Rig) -> stats.Samples:
@@ -391,6 +411,12 @@ def main(argv: list[str] | None = None) -> int:
         default=SpeakParams.levels,
         help="live sessions of the cost-growth steps (%(default)s)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=SpeakParams.rounds,
+        help="rounds of relay, peer and worker for the ratios' medians (%(default)s)",
+    )
     args = parser.parse_args(argv)
     p = SMOKE if args.smoke else SpeakParams()
     p = replace(
@@ -401,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=p.profile and not args.no_profile and profile.py_spy() is not None,
     )
     if not args.smoke:
-        p = replace(p, levels=args.levels, deadline_s=args.deadline)
+        p = replace(p, levels=args.levels, deadline_s=args.deadline, rounds=args.rounds)
     try:
         report = asyncio.run(_main(p))
     except (KeyboardInterrupt, asyncio.CancelledError):

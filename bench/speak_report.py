@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,9 @@ class SpeakParams:
     deadline_s: float = 900.0
     profile: bool = True
     worker_only: bool = False  # no ceilings, no peer: a comparison of workers
+    # The machine's speed drifts within minutes: the headline ratios are medians over rounds of
+    # relay, peer and worker measured back to back (the first round is the figures above).
+    rounds: int = 3
     source: Path = REPO
     label: str = ""
 
@@ -60,6 +64,7 @@ SMOKE = SpeakParams(
     rest_s=0.5,
     sequential_creates=10,
     load_size=8_000,
+    rounds=2,
     deadline_s=90.0,
     profile=False,
 )
@@ -86,6 +91,23 @@ class Level:
     latency_s: Sequence[float]  # open loop at `rate`
     rest_cores: float
     rss_kib: int
+
+
+@dataclass(frozen=True)
+class Round:
+    """Closed-loop speaks/s of the three targets, measured one right after the other."""
+
+    relay: float
+    peer: float
+    worker: float
+
+    @property
+    def to_relay(self) -> float:
+        return ratio(self.worker, self.relay)
+
+    @property
+    def to_peer(self) -> float:
+        return ratio(self.worker, self.peer)
 
 
 @dataclass(frozen=True)
@@ -144,6 +166,7 @@ class SpeakReport:
     keepalive_p99_s: float = math.nan
     keepalives: Mapping[str, float] = field(default_factory=dict)
     waits: PathWaits | None = None  # over the headline level's latency step
+    rounds: list[Round] = field(default_factory=list)  # the first from relay, peer, headline
     profile: Profile | None = None
     phase: str = "starting"
     aborted: str = ""  # why the run stopped early (what it measured until then stays)
@@ -165,11 +188,18 @@ class SpeakReport:
         """Worker-added latency at quantile q: end to end minus the simulator's median time."""
         return quantile(latencies, q) * 1000 - self.simulator_ms
 
+    @property
+    def to_relay(self) -> float:
+        """Worker / ceiling (a): the median over rounds."""
+        return statistics.median(r.to_relay for r in self.rounds) if self.rounds else math.nan
+
+    @property
+    def to_peer(self) -> float:
+        return statistics.median(r.to_peer for r in self.rounds) if self.rounds else math.nan
+
     def goals(self) -> list[Goal]:
         head = self.headline
-        worker = head.throughput.rate if head else math.nan
-        to_relay = ratio(worker, self.relay.rate if self.relay else math.nan)
-        to_peer = ratio(worker, self.peer.rate if self.peer else math.nan)
+        to_relay, to_peer = self.to_relay, self.to_peer
         p99 = self.added_ms(head.latency_s, 0.99) if head else math.nan
         rates = [lv.throughput.rate for lv in self.levels]
         flat = ratio(rates[-1], max(rates)) if rates else math.nan
@@ -211,15 +241,25 @@ class SpeakReport:
                         f"{measured.errors} errors)",
                     )
                 )
-        if head and self.relay and self.peer:
-            worker = head.throughput.rate
+        if self.rounds:
             rows.append(
                 (
-                    "worker / ceiling (a), worker / peer",
-                    f"{ratio(worker, self.relay.rate):.2f}, {ratio(worker, self.peer.rate):.2f}",
+                    f"worker / ceiling (a), worker / peer (median of {len(self.rounds)} rounds)",
+                    f"{self.to_relay:.2f}, {self.to_peer:.2f}",
                 )
             )
-            rows.append(("peer / ceiling (a)", f"{ratio(self.peer.rate, self.relay.rate):.2f}"))
+            rows.append(
+                (
+                    "  rounds: relay, peer, worker speaks/s (worker / relay, worker / peer)",
+                    "; ".join(
+                        f"{r.relay:,.0f}, {r.peer:,.0f}, {r.worker:,.0f} "
+                        f"({r.to_relay:.2f}, {r.to_peer:.2f})"
+                        for r in self.rounds
+                    ),
+                )
+            )
+            peer_to_relay = statistics.median(ratio(r.peer, r.relay) for r in self.rounds)
+            rows.append(("peer / ceiling (a) (median)", f"{peer_to_relay:.2f}"))
         rtt = self.simulator_rtt_s
         rows.append(
             (
@@ -366,7 +406,8 @@ class SpeakReport:
             f"## Speak throughput, latency and cost growth, {self.started}"
             + (f" ({p.label})" if p.label else ""),
             "",
-            "`python -m bench.speak`: ceilings, peer and worker measured in the same run, each "
+            "`python -m bench.speak`: ceilings, peer and worker measured in the same run "
+            f"({p.rounds} rounds of relay, peer and worker back to back for the ratios), each "
             f"target in its own process and vhost, {p.partitions} quorum partitions, prefetch "
             f"{p.prefetch} per partition, {p.in_flight} commands in flight (closed loop, "
             f"{p.warmup_s:g} s warm-up, {p.duration_s:g} s measured), speaks spread over "
