@@ -176,11 +176,12 @@ class Worker:
 
     def _services(self, heygen: HeyGenClient, publisher: Publisher) -> Services:
         s = self.settings
+        metrics, published = self.metrics, self.metrics.events_published_total
         emitter = EventEmitter(
             publisher,
             s.worker_id,
             decorate_headers=inject_context,
-            on_published=lambda e: self.metrics.events_published_total.labels(type=e.type).inc(),
+            on_published=lambda e: metrics.child(published, e.type).inc(),
         )
         return Services(
             heygen=heygen,

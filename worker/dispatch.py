@@ -194,9 +194,9 @@ class Dispatcher:
         except DecodeError as err:
             return await self._poison(delivery, err)
         kind = command.type
-        metrics.commands_received_total.labels(type=kind).inc()
+        metrics.child(metrics.commands_received_total, kind).inc()
         delay = (datetime.now(UTC) - command.sent_at).total_seconds()
-        metrics.command_queue_delay_seconds.labels(type=kind).observe(max(0.0, delay))
+        metrics.child(metrics.command_queue_delay_seconds, kind).observe(max(0.0, delay))
         if self._before_partition is not None and not await self._before_partition(
             delivery.partition
         ):
@@ -248,8 +248,8 @@ class Dispatcher:
             metrics.commands_in_flight.dec()
         if disposition is not REQUEUE:
             self._finished.add(command.command_id)
-        metrics.commands_total.labels(type=kind, outcome=outcome).inc()
-        metrics.command_duration_seconds.labels(type=kind).observe(time.monotonic() - received)
+        metrics.child(metrics.commands_total, kind, outcome).inc()
+        metrics.child(metrics.command_duration_seconds, kind).observe(time.monotonic() - received)
         return disposition
 
     def _home(self, command: Command, delivery: Delivery) -> int | None:

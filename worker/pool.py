@@ -134,7 +134,7 @@ class SessionPool:
                 metrics.keepalives_total.labels(outcome="failed").inc()
                 await self._keepalive_failed(session, exc)
                 return
-        metrics.keepalives_total.labels(outcome="ok").inc()
+        metrics.child(metrics.keepalives_total, "ok").inc()
         session.keepalive_failures = 0
         session.touch()
         self._services.watch(session)

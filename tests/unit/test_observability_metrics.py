@@ -144,6 +144,16 @@ def test_broker_confirms_are_timed_by_kind_to_the_sub_millisecond(
     assert value(bucket, {"kind": "event", "le": "+Inf"}) == 0
 
 
+def test_child_is_the_labelled_series_cached(metrics: Metrics, registry: CollectorRegistry) -> None:
+    first = metrics.child(metrics.commands_total, "session.speak", "ok")
+    assert metrics.child(metrics.commands_total, "session.speak", "ok") is first
+    first.inc()
+    metrics.child(metrics.command_duration_seconds, "session.speak").observe(0.2)
+    value = registry.get_sample_value
+    assert value("heygen_worker_commands_total", {"type": "session.speak", "outcome": "ok"}) == 1
+    assert value("heygen_worker_command_duration_seconds_count", {"type": "session.speak"}) == 1
+
+
 def test_two_registries_do_not_collide() -> None:
     first, second = CollectorRegistry(), CollectorRegistry()
     Metrics(first).partitions.set(8)

@@ -66,9 +66,7 @@ async def _speak(cmd: SessionSpeak, ctx: CommandContext, session: Session) -> No
     session.tasks += 1
     session.characters += len(cmd.text)
     metrics = ctx.services.metrics
-    metrics.speech_tasks_total.labels(
-        task_type=cmd.task_type.value, task_mode=cmd.task_mode.value
-    ).inc()
+    metrics.child(metrics.speech_tasks_total, cmd.task_type.value, cmd.task_mode.value).inc()
     metrics.speech_characters_total.inc(len(cmd.text))
     task_id = result.task_id or cmd.command_id
     await ctx.emit(

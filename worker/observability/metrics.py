@@ -6,6 +6,7 @@ import platform
 from collections.abc import Iterable
 from importlib import metadata
 from itertools import product
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -86,6 +87,9 @@ BUS_CONNECTIONS = ("consume", "publish")
 PUBLISH_KINDS = ("event", "state", "reply", "forward", "handover", "dead_letter")
 
 
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
 def bounded(value: str | None, allowed: Iterable[str]) -> str:
     """`value` if it is one of `allowed`, else "other": keeps producer-chosen text out of labels."""
     return value if value is not None and value in allowed else OTHER
@@ -104,7 +108,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry, *, version: str | None = None) -> None:
         # _created series double the series count; Prometheus 2 stores them as plain gauges.
         disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
-        self._heygen_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        # labels() takes a lock and builds a key each call: a few percent of a speak's CPU.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
         # Commands (RED by type).
         self.commands_received_total = Counter(
@@ -248,9 +253,6 @@ class Metrics:
             buckets=BROKER_CONFIRM_BUCKETS,
             registry=registry,
         )
-        self._confirm_children = {
-            kind: self.broker_confirm_seconds.labels(kind) for kind in PUBLISH_KINDS
-        }
         self.dead_letters_total = Counter(
             "heygen_worker_dead_letters_total",
             "Commands sent to the dead-letter queue.",
@@ -323,23 +325,26 @@ class Metrics:
             (self.events_published_total, EVENT_TYPES),
             (self.dead_letters_total, DEAD_LETTER_REASONS),
             (self.bus_connected, BUS_CONNECTIONS),
+            (self.broker_confirm_seconds, PUBLISH_KINDS),
         )
         for family, values in presets:
             for value in values:
                 family.labels(value)
 
+    def child(self, family: M, *values: str) -> M:
+        """`family.labels(*values)`, cached: label values are a bounded set (see above)."""
+        key = (id(family), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = family.labels(*values)
+        return found
+
     def observe_heygen(self, endpoint: str, outcome: str, seconds: float) -> None:
         """One finished HeyGen HTTP request."""
-        key = (bounded(endpoint, HEYGEN_ENDPOINTS), bounded(outcome, HEYGEN_OUTCOMES))
-        children = self._heygen_children.get(key)
-        if children is None:  # labels() per request was a few percent of a keep-alive's CPU
-            children = self._heygen_children[key] = (
-                self.heygen_requests_total.labels(*key),
-                self.heygen_request_duration_seconds.labels(key[0]),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        endpoint = bounded(endpoint, HEYGEN_ENDPOINTS)
+        self.child(self.heygen_requests_total, endpoint, bounded(outcome, HEYGEN_OUTCOMES)).inc()
+        self.child(self.heygen_request_duration_seconds, endpoint).observe(seconds)
 
     def observe_confirm(self, kind: str, seconds: float) -> None:
         """One publish the broker confirmed; `kind` is one of PUBLISH_KINDS."""
-        self._confirm_children[kind].observe(seconds)
+        self.child(self.broker_confirm_seconds, kind).observe(seconds)
