@@ -3,8 +3,12 @@ confirm is timed."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
 from contracts.codec import AmqpEnvelope
 from worker.bus.publisher import Publisher, PublishFailed
@@ -12,15 +16,26 @@ from worker.bus.state_stream import STATE_STREAM
 from worker.bus.topology import TopologySpec, declare_topology
 
 
-async def test_a_channel_left_closed_is_reopened_by_the_next_publish(
-    connection: AbstractRobustConnection,
-) -> None:
+@contextlib.asynccontextmanager
+async def started(
+    connection: AbstractRobustConnection, **options: Any
+) -> AsyncIterator[tuple[Publisher, AbstractQueue]]:
+    """A started publisher over the worker's topology, and a queue to publish replies to."""
     await declare_topology(connection, TopologySpec(2, 5, state_max_age="1h"))
     channel = await connection.channel()
     queue = await channel.declare_queue("", exclusive=True)
-    publisher = Publisher(connection, timeout=5)
+    publisher = Publisher(connection, timeout=5, **options)
     await publisher.start()
     try:
+        yield publisher, queue
+    finally:
+        await publisher.close()
+
+
+async def test_a_channel_left_closed_is_reopened_by_the_next_publish(
+    connection: AbstractRobustConnection,
+) -> None:
+    async with started(connection) as (publisher, queue):
         # What a robust channel whose restore was cut short looks like: closed for good on a
         # connection that is up (the bug seen in the soak after a broker kill -9).
         assert publisher._channel is not None
@@ -28,21 +43,17 @@ async def test_a_channel_left_closed_is_reopened_by_the_next_publish(
         await publisher.publish_reply(AmqpEnvelope(body=b"after", properties={}), queue.name)
         message = await queue.get(timeout=5)
         assert message.body == b"after"
-    finally:
-        await publisher.close()
 
 
 async def test_each_confirmed_publish_is_reported_with_what_it_carried(
     connection: AbstractRobustConnection,
 ) -> None:
-    await declare_topology(connection, TopologySpec(2, 5, state_max_age="1h"))
-    channel = await connection.channel()
-    queue = await channel.declare_queue("", exclusive=True)
     confirmed: list[tuple[str, float]] = []
-    publisher = Publisher(connection, timeout=5, on_confirmed=lambda *c: confirmed.append(c))
-    await publisher.start()
     envelope = AmqpEnvelope(body=b"{}", properties={"delivery_mode": 2})
-    try:
+    async with started(connection, on_confirmed=lambda *c: confirmed.append(c)) as (
+        publisher,
+        queue,
+    ):
         await publisher.publish_event(envelope, "session.ready.v1")
         await publisher.append(envelope, STATE_STREAM)
         await publisher.publish_reply(envelope, queue.name)
@@ -56,5 +67,3 @@ async def test_each_confirmed_publish_is_reported_with_what_it_carried(
         with pytest.raises(PublishFailed):
             await publisher.publish_reply(envelope, "x" * 300)
         assert len(confirmed) == 6
-    finally:
-        await publisher.close()
