@@ -278,6 +278,12 @@ async def worker_levels(p: SpeakParams, log_dir: Path, report: SpeakReport) -> N
             ids = session_ids(0, min(level, p.active))
             _enter(rig, report, f"{level:,} live: throughput over {len(ids)} sessions")
             measured = await saturate(f"worker, {level:,} live", rig.channel, rig.worker, ids, p)
+            if level >= p.spread and report.spread is None:
+                _enter(rig, report, f"{level:,} live: throughput over {p.spread:,} sessions")
+                name = f"worker, {level:,} live, speaks over {p.spread:,}"
+                report.spread = await saturate(
+                    name, rig.channel, rig.worker, session_ids(0, p.spread), p
+                )
             _enter(rig, report, f"{level:,} live: latency at {p.rate:g}/s")
             before = await _scrape(rig)
             latency = await _latency(rig, ids, p.rate, p.latency_s)

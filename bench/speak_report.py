@@ -26,6 +26,10 @@ class SpeakParams:
     levels: tuple[int, ...] = (10, 100, 1_000, 10_000)
     headline_level: int = 100  # where the ratios, simulator round trip and profile are taken
     active: int = 100  # sessions the speaks go to (all of them below this many live)
+    # One more closed loop, at the first level with this many live, with the speaks spread over
+    # all of them: a session runs its commands one at a time, and 512 in flight over 100
+    # sessions queue about five per session, which no real avatar does.
+    spread: int = 1_000
     partitions: int = 8  # the worker's default, for every target
     prefetch: int = 64  # the worker's default, per partition, for every target
     in_flight: int = 512  # closed loop: published and unanswered commands, every target
@@ -55,6 +59,7 @@ SMOKE = SpeakParams(
     levels=(10, 40),
     headline_level=10,
     active=10,
+    spread=40,
     in_flight=128,
     warmup_s=0.5,
     duration_s=1.5,
@@ -167,6 +172,7 @@ class SpeakReport:
     keepalives: Mapping[str, float] = field(default_factory=dict)
     waits: PathWaits | None = None  # over the headline level's latency step
     rounds: list[Round] = field(default_factory=list)  # the first from relay, peer, headline
+    spread: Measured | None = None
     profile: Profile | None = None
     phase: str = "starting"
     aborted: str = ""  # why the run stopped early (what it measured until then stays)
@@ -260,6 +266,16 @@ class SpeakReport:
             )
             peer_to_relay = statistics.median(ratio(r.peer, r.relay) for r in self.rounds)
             rows.append(("peer / ceiling (a) (median)", f"{peer_to_relay:.2f}"))
+        if self.spread is not None:
+            relay = statistics.median(r.relay for r in self.rounds) if self.rounds else math.nan
+            rows.append(
+                (
+                    f"throughput: {self.spread.name}",
+                    f"{self.spread.rate:,.0f} speaks/s ({self.spread.cores:.2f} cores, "
+                    f"{self.spread.errors} errors): {ratio(self.spread.rate, relay):.2f} of the "
+                    "rounds' median relay",
+                )
+            )
         rtt = self.simulator_rtt_s
         rows.append(
             (

@@ -48,6 +48,9 @@ async def test_speak_benchmark_measures_every_target(tmp_path: Path) -> None:
     assert report.simulator_rtt_s
     assert len(report.low_rate_latency_s) == int(SPEAK_SMOKE.low_rate * SPEAK_SMOKE.latency_s)
     assert len(report.goals()) == 4
+    assert report.spread is not None
+    assert report.spread.rate > 0
+    assert report.spread.errors == 0
     # The ratios are medians over rounds of the three targets back to back.
     assert len(report.rounds) == SPEAK_SMOKE.rounds
     assert all(r.relay > 0 and r.peer > 0 and r.worker > 0 for r in report.rounds)
