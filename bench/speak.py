@@ -243,13 +243,20 @@ async def _latency(rig: Rig, ids: list[str], rate: float, seconds: float) -> lis
     return await paced_latency(rig.channel, ids, rate, seconds)
 
 
-async def _rest(rig: Rig, seconds: float) -> tuple[float, int]:
-    """CPU share of the worker while nothing but keep-alives happens, and its RSS after."""
+async def _rest(rig: Rig, seconds: float) -> tuple[float, float, int]:
+    """CPU share of the worker while nothing but keep-alives happens, the keep-alives/s it sent
+    meanwhile (sessions created in a burst fall due together), and its RSS after."""
+    before = await _scrape(rig)
     cpu = _CpuWindow(rig.worker.pid)
     cpu.start()
     await rig.wait(seconds)
     cpu.stop()
-    return cpu.cores, harness.memory_kib(rig.worker.pid).get("VmRSS", 0)
+    after = await _scrape(rig)
+    name = "heygen_worker_keepalives_total"
+    sent = sum(stats.by_label(after, name, "outcome").values()) - sum(
+        stats.by_label(before, name, "outcome").values()
+    )
+    return cpu.cores, sent / seconds, harness.memory_kib(rig.worker.pid).get("VmRSS", 0)
 
 
 async def worker_levels(p: SpeakParams, log_dir: Path, report: SpeakReport) -> None:
@@ -290,8 +297,8 @@ async def worker_levels(p: SpeakParams, log_dir: Path, report: SpeakReport) -> N
             if level == p.headline_level:
                 report.waits = PathWaits.between(before, await _scrape(rig))
             _enter(rig, report, f"{level:,} live: at rest")
-            rest_cores, rss = await _rest(rig, p.rest_s)
-            report.levels.append(Level(level, measured, latency, rest_cores, rss))
+            rest_cores, rest_keepalives, rss = await _rest(rig, p.rest_s)
+            report.levels.append(Level(level, measured, latency, rest_cores, rest_keepalives, rss))
             if level == p.headline_level and report.relay and report.peer:
                 report.rounds.append(Round(report.relay.rate, report.peer.rate, measured.rate))
                 for index in range(2, p.rounds + 1):

@@ -95,6 +95,7 @@ class Level:
     throughput: Measured
     latency_s: Sequence[float]  # open loop at `rate`
     rest_cores: float
+    rest_keepalives_per_s: float  # sent during the rest window
     rss_kib: int
 
 
@@ -347,7 +348,11 @@ class SpeakReport:
                     f"{mb(last.rss_kib):.1f} MB ({mb(self.rss_start_kib):.1f} MB at start): "
                     f"{per:.1f} KiB a session",
                 ),
-                (f"scale: CPU at rest, {last.live:,} live", f"{last.rest_cores:.0%} of a core"),
+                (
+                    f"scale: CPU at rest, {last.live:,} live",
+                    f"{last.rest_cores:.0%} of a core, sending "
+                    f"{last.rest_keepalives_per_s:,.0f} keep-alives/s",
+                ),
                 (
                     "scale: keep-alive lateness p99 (worker histogram)",
                     f"{ms(self.keepalive_p99_s)} (keep-alives: {outcomes or 'none'})",
@@ -385,7 +390,7 @@ class SpeakReport:
                     f"{lv.throughput.cores:.2f}",
                     f"{ms(quantile(lat, 0.5))} / {ms(quantile(lat, 0.99))} / "
                     f"{ms(max(lat, default=math.nan))}",
-                    f"{lv.rest_cores:.0%}",
+                    f"{lv.rest_cores:.0%} ({lv.rest_keepalives_per_s:,.0f}/s)",
                     f"{mb(lv.rss_kib):.1f}",
                     str(lv.throughput.errors),
                 )
@@ -397,7 +402,7 @@ class SpeakReport:
         "speaks/s",
         "worker cores",
         "latency p50 / p99 / max (end to end)",
-        "CPU at rest",
+        "CPU at rest (keep-alives/s)",
         "RSS MB",
         "errors",
     )

@@ -44,6 +44,7 @@ async def test_speak_benchmark_measures_every_target(tmp_path: Path) -> None:
     for level in report.levels:
         assert len(level.latency_s) == int(SPEAK_SMOKE.rate * SPEAK_SMOKE.latency_s)
         assert level.rss_kib > 0
+        assert level.rest_keepalives_per_s >= 0
     assert len(report.create_latency_s) == SPEAK_SMOKE.sequential_creates
     assert report.simulator_rtt_s
     assert len(report.low_rate_latency_s) == int(SPEAK_SMOKE.low_rate * SPEAK_SMOKE.latency_s)
