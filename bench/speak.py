@@ -299,12 +299,12 @@ async def worker_levels(p: SpeakParams, log_dir: Path, report: SpeakReport) -> N
             _enter(rig, report, f"{level:,} live: at rest")
             rest_cores, rest_keepalives, rss = await _rest(rig, p.rest_s)
             report.levels.append(Level(level, measured, latency, rest_cores, rest_keepalives, rss))
-            if level == p.headline_level and report.relay and report.peer:
-                report.rounds.append(Round(report.relay.rate, report.peer.rate, measured.rate))
-                for index in range(2, p.rounds + 1):
-                    _enter(rig, report, f"round {index} of relay, peer and worker")
-                    report.rounds.append(await _round(rig, ids, p, log_dir, index))
             if level == p.headline_level:
+                if report.relay and report.peer:
+                    report.rounds.append(Round(report.relay.rate, report.peer.rate, measured.rate))
+                    for index in range(2, p.rounds + 1):
+                        _enter(rig, report, f"round {index} of relay, peer and worker")
+                        report.rounds.append(await _round(rig, ids, p, log_dir, index))
                 _enter(rig, report, f"{level:,} live: latency at {p.low_rate:g}/s")
                 report.low_rate_latency_s = await _latency(rig, ids, p.low_rate, p.latency_s)
                 _enter(rig, report, "simulator round trip")

@@ -216,7 +216,7 @@ class Dispatcher:
                     await self._services.emitter.flush(session)
                 except PublishFailed:
                     return REQUEUE
-            metrics.commands_total.labels(type=kind, outcome="duplicate").inc()
+            metrics.child(metrics.commands_total, kind, "duplicate").inc()
             return ACK
         self._in_flight[command.command_id] = asyncio.current_task()
         self._in_flight_partition[command.command_id] = delivery.partition
@@ -224,7 +224,7 @@ class Dispatcher:
         try:
             # Counted in flight while held, so a drain waits for it instead of releasing.
             if not await self._admitted(delivery, command):
-                metrics.commands_total.labels(type=kind, outcome="requeued").inc()
+                metrics.child(metrics.commands_total, kind, "requeued").inc()
                 return REQUEUE
             with (
                 log_context(session_id=_session_id(command), command_id=command.command_id),
@@ -296,7 +296,8 @@ class Dispatcher:
             await self._mailboxes.run(_session_id(command) or "", "forward", job)
         except PublishFailed:
             return REQUEUE
-        self._services.metrics.commands_total.labels(type=command.type, outcome="forwarded").inc()
+        metrics = self._services.metrics
+        metrics.child(metrics.commands_total, command.type, "forwarded").inc()
         return ACK
 
     def _principal(self, delivery: Delivery) -> str | None:
@@ -351,7 +352,8 @@ class Dispatcher:
             )
         except PublishFailed:
             return REQUEUE
-        self._services.metrics.commands_total.labels(type=command.type, outcome="failed").inc()
+        metrics = self._services.metrics
+        metrics.child(metrics.commands_total, command.type, "failed").inc()
         self._finished.add(command.command_id)
         return ACK
 
@@ -444,8 +446,8 @@ class Dispatcher:
         """Undecodable or invalid: dead-letter at once, and tell whoever we can."""
         metrics = self._services.metrics
         kind = err.command_type if err.command_type in COMMAND_TYPES else "invalid"
-        metrics.commands_received_total.labels(type=kind).inc()
-        metrics.commands_total.labels(type=kind, outcome="dead_lettered").inc()
+        metrics.child(metrics.commands_received_total, kind).inc()
+        metrics.child(metrics.commands_total, kind, "dead_lettered").inc()
         log.warning("dead-lettering a %s command: %s", err.reason.value, err)
         reply_to = err.reply_to or delivery.reply_to
         if err.session_id is not None or reply_to:

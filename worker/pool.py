@@ -127,11 +127,11 @@ class SessionPool:
             try:
                 await self._services.heygen.keep_alive(session.heygen_session_id)
             except SessionClosedError as exc:
-                metrics.keepalives_total.labels(outcome="closed").inc()
+                metrics.child(metrics.keepalives_total, "closed").inc()
                 await self._reconnect(session, f"keep-alive: {exc.message}")
                 return
             except HeyGenError as exc:
-                metrics.keepalives_total.labels(outcome="failed").inc()
+                metrics.child(metrics.keepalives_total, "failed").inc()
                 await self._keepalive_failed(session, exc)
                 return
         metrics.child(metrics.keepalives_total, "ok").inc()
