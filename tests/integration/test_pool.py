@@ -12,7 +12,7 @@ import pytest
 from contracts.commands import SessionCreate, SessionSpeak
 from contracts.events import CommandFailed, CommandRejected, SessionCreated, SessionStopped
 from simulator.server import RunningSimulator
-from tests.integration.conftest import Producer
+from tests.integration.conftest import Producer, wait_until
 from worker.app import Worker
 
 
@@ -171,9 +171,12 @@ async def test_a_create_whose_answer_was_lost_is_answered_again_not_rebilled(
     create_once = create("again")
     await producer.call(create_once)
     assert worker.services is not None
-    assert worker.dispatcher is not None
+    dispatcher = worker.dispatcher
+    assert dispatcher is not None
+    # session.ready can reach the tap before the worker has let go of the command.
+    await wait_until(lambda: create_once.command_id in dispatcher._finished)
     # As after a publish that was never confirmed: nothing remembers answering it.
-    worker.dispatcher._finished = type(worker.dispatcher._finished)(10)
+    dispatcher._finished = type(dispatcher._finished)(10)
     session = worker.services.registry.get("again")
     assert session is not None
     session.recent_commands.clear()
