@@ -136,7 +136,7 @@ class SessionPool:
                 return
         metrics.child(metrics.keepalives_total, "ok").inc()
         session.keepalive_failures = 0
-        session.touch()
+        session.kept_alive()
         self._services.watch(session)
 
     async def _keepalive_failed(self, session: Session, exc: HeyGenError) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from contracts.commands import SessionCreate, SessionSpeak
 from contracts.events import CommandFailed, CommandRejected, SessionCreated, SessionStopped
+from simulator.admin import RequestRecord
 from simulator.server import RunningSimulator
 from tests.integration.conftest import Producer, wait_until
 from worker.app import Worker
@@ -43,16 +44,48 @@ async def test_keepalive_holds_a_session_past_several_idle_timeouts(
     assert ok.type == "speech.started"
 
 
+@pytest.mark.parametrize("worker_overrides", [{"keepalive_interval_s": 2.0}])
+async def test_sessions_created_together_spread_their_first_keepalives(
+    producer: Producer, simulator: RunningSimulator
+) -> None:
+    names = [f"burst-{i}" for i in range(20)]
+    await asyncio.gather(*(producer.call(create(name)) for name in names))
+    hids = {await heygen_id(producer, name) for name in names}
+
+    def first(endpoint: str, log: list[RequestRecord]) -> dict[str, float]:
+        at: dict[str, float] = {}
+        for r in log:
+            if r.endpoint == endpoint and r.session_id in hids:
+                at.setdefault(r.session_id, r.at)
+        return at
+
+    await asyncio.sleep(2.3)
+    log = (await simulator.admin.stats()).requests
+    started, kept = first("streaming.start", log), first("streaming.keep_alive", log)
+    assert kept.keys() == hids
+    offsets = [kept[h] - started[h] for h in hids]
+    # Drawn from 0.1-1.0 of the interval: none right after the start, and spread over most of
+    # it. 0.85-1.0 kept all twenty within 0.3 s plus the 50 ms timer tick.
+    assert min(offsets) >= 0.15
+    assert max(offsets) - min(offsets) >= 0.8
+
+
 @pytest.mark.parametrize("worker_overrides", [{"keepalive_interval_s": 0.5}])
 async def test_speech_counts_as_activity_so_no_needless_keepalive(
     producer: Producer, simulator: RunningSimulator
 ) -> None:
     await producer.call(create("busy"))
     hid = await heygen_id(producer, "busy")
+
+    async def keep_alives() -> int:
+        return (await simulator.admin.stats()).sessions[hid].keep_alives
+
+    # The first interval is drawn from most of it (test above); the later ones are the rule.
+    await wait_until(lambda: keep_alives(), timeout=2)
     for _ in range(8):
         await producer.call(SessionSpeak(session_id="busy", text="hi"))
         await asyncio.sleep(0.2)
-    assert (await simulator.admin.stats()).sessions[hid].keep_alives == 0
+    assert await keep_alives() == 1
 
 
 @pytest.mark.parametrize("worker_overrides", [{"idle_timeout_s": 1}])

@@ -32,6 +32,12 @@ _TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
 }
 
 RECENT_COMMANDS = 64
+# Each session's keep-alive interval is jittered. The first one after the session goes live here
+# (created, reconnected or taken over) is drawn from almost the whole interval: sessions that went
+# live together (a burst of creates, a failover) are then due at about sessions / interval per
+# second, not at the rate they went live. Later ones stay close to the interval: few are sent.
+FIRST_KEEPALIVE_JITTER = (0.1, 1.0)
+KEEPALIVE_JITTER = (0.85, 1.0)
 
 LIVE_STATES = frozenset(
     {SessionState.CREATING, SessionState.READY, SessionState.SPEAKING, SessionState.RECONNECTING}
@@ -64,8 +70,7 @@ class Session:
     billed_before: float = 0.0
     # Billed seconds already added to the metrics (they accrue while the session runs).
     billed_reported: float = 0.0
-    # Spreads keep-alives of sessions created together over 15% of the interval.
-    keepalive_jitter: float = field(default_factory=lambda: random.uniform(0.85, 1.0))
+    keepalive_jitter: float = field(default_factory=lambda: random.uniform(*FIRST_KEEPALIVE_JITTER))
     keepalive_failures: int = 0
     keepalive_in_flight: bool = False
     # Ids of the latest commands run for this session: survives handover in the snapshot,
@@ -108,6 +113,18 @@ class Session:
 
     def touch(self, now: float | None = None) -> None:
         self.last_activity = time.monotonic() if now is None else now
+
+    def went_live(self) -> None:
+        """Its next keep-alive interval is drawn widely again (see FIRST_KEEPALIVE_JITTER)."""
+        self.keepalive_jitter = random.uniform(*FIRST_KEEPALIVE_JITTER)
+
+    def kept_alive(self) -> None:
+        """A keep-alive went through. The takeover's at-once keep-alive (no activity known,
+        sent to all taken-over sessions together) keeps the wide draw for the interval after it.
+        """
+        if self.last_activity:
+            self.keepalive_jitter = random.uniform(*KEEPALIVE_JITTER)
+        self.touch()
 
     def billed_seconds(self, now: float | None = None) -> float:
         if self.billing_started_at is None:
