@@ -4,6 +4,8 @@ the partition (issue 8), here with two in-process workers on one vhost."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +18,7 @@ from contracts.commands import SessionCreate, SessionSpeak
 from contracts.events import SessionCreated
 from contracts.topology import partition_queue
 from simulator.server import RunningSimulator, running_simulator
-from tests.integration.conftest import Producer, worker_settings
+from tests.integration.conftest import Producer, wait_until, worker_settings
 from worker.app import Worker
 from worker.bus.delivery import FORWARDED_HEADER, FORWARDED_USER_HEADER
 from worker.heygen.models import NewSessionRequest
@@ -170,3 +172,34 @@ async def test_a_forwarded_command_keeps_its_sender_only_when_a_worker_forwarded
     # nobody may not speak in alice's session.
     assert answer.type == "command.rejected"
     assert getattr(answer, "code", None) == "forbidden"
+
+
+@pytest.mark.parametrize("worker_overrides", [{**FAST, "snapshot_refresh_s": 1.0}])
+async def test_live_sessions_are_resnapshotted_each_period_spread_over_it(
+    worker: Worker, producer: Producer
+) -> None:
+    assert worker.handover is not None
+    names = [f"r{i}" for i in range(10)]
+    for name in names:
+        await created(worker, producer, name)
+    save = worker.handover.save
+    saves: list[tuple[float, str]] = []
+
+    async def recorded(session: Session) -> None:
+        await save(session)
+        saves.append((time.monotonic(), session.session_id))
+
+    worker.handover.save = recorded  # type: ignore[method-assign]
+
+    def times(name: str) -> list[float]:
+        return [at for at, sid in saves if sid == name]
+
+    # The pass under way may be an empty one (the worker had no session when it began).
+    await wait_until(lambda: all(len(times(name)) >= 3 for name in names), timeout=5)
+    for name in names:
+        # Once a period (1 s), so none falls out of the takeover's window (two periods + 60 s).
+        gaps = [b - a for a, b in itertools.pairwise(times(name))]
+        assert all(0.7 < gap < 1.3 for gap in gaps), (name, gaps)
+    # One pass's saves are spread over the period, not sent in a burst (0.1 s apart here).
+    first_pass = sorted(at for at, _ in saves)[: len(names)]
+    assert first_pass[-1] - first_pass[0] >= 0.5

@@ -72,6 +72,8 @@ class Session:
     billed_reported: float = 0.0
     keepalive_jitter: float = field(default_factory=lambda: random.uniform(*FIRST_KEEPALIVE_JITTER))
     keepalive_failures: int = 0
+    # When its latest snapshot was appended to the state stream (refreshed oldest first).
+    saved_at: float = 0.0
     keepalive_in_flight: bool = False
     # Ids of the latest commands run for this session: survives handover in the snapshot,
     # so a command redelivered to the next owner is not executed twice.

@@ -102,6 +102,7 @@ class SessionSnapshot(BaseModel):
             started_at=mono(self.started_at),
             last_activity=mono(self.last_activity_at),
             last_speech=mono(self.last_speech_at),
+            saved_at=mono(self.written_at),
             billed_before=self.billed_seconds + since,
             billing_started_at=now_mono if self.billing else None,
             seq=self.seq,
