@@ -195,11 +195,11 @@ async def test_live_sessions_are_resnapshotted_each_period_spread_over_it(
         return [at for at, sid in saves if sid == name]
 
     # The pass under way may be an empty one (the worker had no session when it began).
-    await wait_until(lambda: all(len(times(name)) >= 3 for name in names), timeout=5)
+    await wait_until(lambda: all(len(times(name)) >= 3 for name in names), timeout=8)
     for name in names:
         # Once a period (1 s), so none falls out of the takeover's window (two periods + 60 s).
         gaps = [b - a for a, b in itertools.pairwise(times(name))]
-        assert all(0.7 < gap < 1.3 for gap in gaps), (name, gaps)
+        assert all(0.5 < gap < 1.5 for gap in gaps), (name, gaps)
     # One pass's saves are spread over the period, not sent in a burst (0.1 s apart here).
     first_pass = sorted(at for at, _ in saves)[: len(names)]
     assert first_pass[-1] - first_pass[0] >= 0.5
