@@ -84,13 +84,15 @@ class Handover:
             # replica now runs: its event would reuse a seq the new owner hands out too.
             raise PublishFailed(f"session {session.session_id} was handed over")
         snapshot = SessionSnapshot.of(session, self._worker_id)
-        session.saved_at = time.monotonic()
+        taken = time.monotonic()
         await self._stream.append(
             snapshot.model_dump_json().encode(),
             session.partition,
             session.session_id,
             snapshot.state.value,
         )
+        # Only once confirmed: a failed append leaves the session first in the next refresh.
+        session.saved_at = taken
 
     def _may_adopt(self, partition: int) -> bool:
         return not self._closing and partition not in self._leaving

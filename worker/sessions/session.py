@@ -72,8 +72,6 @@ class Session:
     billed_reported: float = 0.0
     keepalive_jitter: float = field(default_factory=lambda: random.uniform(*FIRST_KEEPALIVE_JITTER))
     keepalive_failures: int = 0
-    # When its latest snapshot was appended to the state stream (refreshed oldest first).
-    saved_at: float = 0.0
     keepalive_in_flight: bool = False
     # Ids of the latest commands run for this session: survives handover in the snapshot,
     # so a command redelivered to the next owner is not executed twice.
@@ -85,6 +83,8 @@ class Session:
     # The event being published: snapshotted first, so a new owner can re-publish it
     # (same event_id and seq) if this replica died before the broker confirmed it.
     outbox: bytes | None = None
+    # When its latest confirmed snapshot was taken (the refresh re-saves the oldest first).
+    saved_at: float = 0.0
     seq: int = 0
     tasks: int = 0
     characters: int = 0
