@@ -2,9 +2,10 @@
 
 `python -m bench.speak [--smoke] [--no-record]`, in one run and on the same machine:
 ceiling (b), HTTP requests/s of the worker's client to the simulator; ceiling (a), a bare
-aio-pika relay over the worker's quorum queues; the FastStream peer; then one worker process
-with 10, 100, 1,000 and 10,000 live sessions: speak throughput (closed loop), latency at a
-steady rate, creates, RSS and CPU at rest. Every process runs on loopback, in vhosts of its own.
+aio-pika relay over the worker's quorum queues; the FastStream peer; the skeleton (the worker's
+message pattern with nothing else: the design's floor); then one worker process with 10, 100,
+1,000 and 10,000 live sessions: speak throughput (closed loop), latency at a steady rate,
+creates, RSS and CPU at rest. Every process runs on loopback, in vhosts of its own.
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ async def open_simulator_sessions(url: str, count: int) -> list[str]:
 async def bare_target(
     kind: str, params: SpeakParams, log_dir: Path, *, tag: str = "", paced: bool = True
 ) -> Measured:
-    """The relay (ceiling a) or the peer, in a child process, under the worker's load; `paced`
-    adds the latency step's open loop; `tag` tells the logs of one round from another's."""
+    """The relay (ceiling a), the peer or the skeleton, in a child process, under the worker's
+    load; `paced` adds the latency step's open loop; `tag` tells one round's logs apart."""
     async with AsyncExitStack() as stack:
         url = await stack.enter_async_context(harness.rabbit_vhost(f"bench-{kind}"))
         connection = await aio_pika.connect(url)
@@ -104,7 +105,7 @@ async def bare_target(
             "BENCH_PREFETCH": str(params.prefetch),
         }
         ids = session_ids(0, params.active)
-        if kind == "peer":
+        if kind in ("peer", "skeleton"):
             _, sim_url = await start_simulator(
                 stack,
                 params.source,
@@ -131,7 +132,8 @@ async def bare_target(
         if not paced:
             return measured
         # The same open-loop rate as the worker's latency step: what the broker (and, for the
-        # peer, one HTTP call) costs a command at that rate, with nothing else in the way.
+        # peer and the skeleton, one HTTP call) costs a command at that rate, with nothing else
+        # in the way.
         latency = await paced_latency(channel, ids, params.rate, params.latency_s)
         return replace(measured, paced_latency_s=latency)
 
@@ -300,10 +302,11 @@ async def worker_levels(p: SpeakParams, log_dir: Path, report: SpeakReport) -> N
             rest_cores, rest_keepalives, rss = await _rest(rig, p.rest_s)
             report.levels.append(Level(level, measured, latency, rest_cores, rest_keepalives, rss))
             if level == p.headline_level:
-                if report.relay and report.peer:
-                    report.rounds.append(Round(report.relay.rate, report.peer.rate, measured.rate))
+                if report.relay and report.peer and report.skeleton:
+                    bare = (report.relay.rate, report.peer.rate, report.skeleton.rate)
+                    report.rounds.append(Round(*bare, measured.rate))
                     for index in range(2, p.rounds + 1):
-                        _enter(rig, report, f"round {index} of relay, peer and worker")
+                        _enter(rig, report, f"round {index} of relay, peer, skeleton and worker")
                         report.rounds.append(await _round(rig, ids, p, log_dir, index))
                 _enter(rig, report, f"{level:,} live: latency at {p.low_rate:g}/s")
                 report.low_rate_latency_s = await _latency(rig, ids, p.low_rate, p.latency_s)
@@ -319,12 +322,14 @@ async def worker_levels(p: SpeakParams, log_dir: Path, report: SpeakReport) -> N
 
 
 async def _round(rig: Rig, ids: list[str], p: SpeakParams, log_dir: Path, index: int) -> Round:
-    """The three targets' throughput once more, back to back (the worker's rig idles meanwhile:
+    """The four targets' throughput once more, back to back (the worker's rig idles meanwhile:
     keep-alives only)."""
-    relay = await bare_target("relay", p, log_dir, tag=f"-{index}", paced=False)
-    peer = await bare_target("peer", p, log_dir, tag=f"-{index}", paced=False)
+    relay, peer, skeleton = [
+        (await bare_target(kind, p, log_dir, tag=f"-{index}", paced=False)).rate
+        for kind in ("relay", "peer", "skeleton")
+    ]
     worker = await saturate(f"worker, round {index}", rig.channel, rig.worker, ids, p)
-    return Round(relay.rate, peer.rate, worker.rate)
+    return Round(relay, peer, skeleton, worker.rate)
 
 
 async def _scrape(rig: Rig) -> stats.Samples:
@@ -364,6 +369,9 @@ async def run(p: SpeakParams, log_dir: Path | None = None) -> SpeakReport:
                 report.phase = "peer: FastStream + httpx"
                 _progress(report.phase)
                 report.peer = await bare_target("peer", p, log_dir)
+                report.phase = "the design's floor: skeleton"
+                _progress(report.phase)
+                report.skeleton = await bare_target("skeleton", p, log_dir)
             await worker_levels(p, log_dir, report)
     except TimeoutError:
         if not bound.expired():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +49,8 @@ class SpeakParams:
     profile: bool = True
     worker_only: bool = False  # no ceilings, no peer: a comparison of workers
     # The machine's speed drifts within minutes: the headline ratios are medians over rounds of
-    # relay, peer and worker measured back to back (the first round is the figures above).
+    # relay, peer, skeleton and worker measured back to back (the first round is the figures
+    # above).
     rounds: int = 3
     source: Path = REPO
     label: str = ""
@@ -70,7 +71,7 @@ SMOKE = SpeakParams(
     sequential_creates=10,
     load_size=8_000,
     rounds=2,
-    deadline_s=90.0,
+    deadline_s=150.0,
     profile=False,
 )
 
@@ -101,10 +102,11 @@ class Level:
 
 @dataclass(frozen=True)
 class Round:
-    """Closed-loop speaks/s of the three targets, measured one right after the other."""
+    """Closed-loop speaks/s of the four targets, measured one right after the other."""
 
     relay: float
     peer: float
+    skeleton: float
     worker: float
 
     @property
@@ -114,6 +116,16 @@ class Round:
     @property
     def to_peer(self) -> float:
         return ratio(self.worker, self.peer)
+
+    @property
+    def floor_to_relay(self) -> float:
+        """What the design's message pattern allows, as a share of ceiling (a)."""
+        return ratio(self.skeleton, self.relay)
+
+    @property
+    def to_floor(self) -> float:
+        """The worker against its own message pattern done bare."""
+        return ratio(self.worker, self.skeleton)
 
 
 @dataclass(frozen=True)
@@ -163,6 +175,7 @@ class SpeakReport:
     http_rps: float = math.nan
     relay: Measured | None = None
     peer: Measured | None = None
+    skeleton: Measured | None = None
     levels: list[Level] = field(default_factory=list)
     simulator_rtt_s: Sequence[float] = ()
     low_rate_latency_s: Sequence[float] = ()
@@ -172,7 +185,8 @@ class SpeakReport:
     keepalive_p99_s: float = math.nan
     keepalives: Mapping[str, float] = field(default_factory=dict)
     waits: PathWaits | None = None  # over the headline level's latency step
-    rounds: list[Round] = field(default_factory=list)  # the first from relay, peer, headline
+    # The first from the relay, peer and skeleton runs and the headline level.
+    rounds: list[Round] = field(default_factory=list)
     spread: Measured | None = None
     profile: Profile | None = None
     phase: str = "starting"
@@ -198,11 +212,19 @@ class SpeakReport:
     @property
     def to_relay(self) -> float:
         """Worker / ceiling (a): the median over rounds."""
-        return statistics.median(r.to_relay for r in self.rounds) if self.rounds else math.nan
+        return self._median(lambda r: r.to_relay)
 
     @property
     def to_peer(self) -> float:
-        return statistics.median(r.to_peer for r in self.rounds) if self.rounds else math.nan
+        return self._median(lambda r: r.to_peer)
+
+    def _median(self, of: Callable[[Round], float]) -> float:
+        return statistics.median(of(r) for r in self.rounds) if self.rounds else math.nan
+
+    @property
+    def floor_added_s(self) -> Sequence[float]:
+        """The skeleton's latencies at the latency step's rate: the design's floor."""
+        return self.skeleton.paced_latency_s if self.skeleton is not None else ()
 
     def goals(self) -> list[Goal]:
         head = self.headline
@@ -210,16 +232,20 @@ class SpeakReport:
         p99 = self.added_ms(head.latency_s, 0.99) if head else math.nan
         rates = [lv.throughput.rate for lv in self.levels]
         flat = ratio(rates[-1], max(rates)) if rates else math.nan
+        # Beside each, what the skeleton (the same messages, nothing else) reached.
+        floor_ratio = f" (skeleton {self._median(lambda r: r.floor_to_relay):.2f} x)"
+        floor_p99 = f" (skeleton {self.added_ms(self.floor_added_s, 0.99):.1f} ms)"
         return [
             Goal(
                 f"throughput >= {MIN_CEILING_RATIO:g} x ceiling (a)",
-                f"{to_relay:.2f} x",
+                f"{to_relay:.2f} x" + (floor_ratio if self.rounds else ""),
                 to_relay >= MIN_CEILING_RATIO,
             ),
             Goal(f"throughput >= {MIN_PEER_RATIO:g} x peer", f"{to_peer:.2f} x", to_peer >= 3),
             Goal(
                 f"worker-added latency p99 < {MAX_ADDED_P99_MS:g} ms",
-                f"p99 {p99:.1f} ms at {self.params.rate:g}/s",
+                f"p99 {p99:.1f} ms at {self.params.rate:g}/s"
+                + (floor_p99 if self.floor_added_s else ""),
                 p99 < MAX_ADDED_P99_MS,
             ),
             Goal(
@@ -239,7 +265,7 @@ class SpeakReport:
         p = self.params
         head = self.headline
         rows = [("ceiling (b): HTTP client → simulator", f"{self.http_rps:,.0f} req/s")]
-        for measured in (self.relay, self.peer, head.throughput if head else None):
+        for measured in (self.relay, self.peer, self.skeleton, head.throughput if head else None):
             if measured is not None:
                 rows.append(
                     (
@@ -257,18 +283,26 @@ class SpeakReport:
             )
             rows.append(
                 (
-                    "  rounds: relay, peer, worker speaks/s (worker / relay, worker / peer)",
+                    "  rounds: relay, peer, skeleton, worker speaks/s (worker / relay, worker / "
+                    "peer)",
                     "; ".join(
-                        f"{r.relay:,.0f}, {r.peer:,.0f}, {r.worker:,.0f} "
+                        f"{r.relay:,.0f}, {r.peer:,.0f}, {r.skeleton:,.0f}, {r.worker:,.0f} "
                         f"({r.to_relay:.2f}, {r.to_peer:.2f})"
                         for r in self.rounds
                     ),
                 )
             )
-            peer_to_relay = statistics.median(ratio(r.peer, r.relay) for r in self.rounds)
+            peer_to_relay = self._median(lambda r: ratio(r.peer, r.relay))
             rows.append(("peer / ceiling (a) (median)", f"{peer_to_relay:.2f}"))
+            rows.append(
+                (
+                    "design floor: skeleton / ceiling (a), worker / skeleton (medians)",
+                    f"{self._median(lambda r: r.floor_to_relay):.2f}, "
+                    f"{self._median(lambda r: r.to_floor):.2f}",
+                )
+            )
         if self.spread is not None:
-            relay = statistics.median(r.relay for r in self.rounds) if self.rounds else math.nan
+            relay = self._median(lambda r: r.relay)
             rows.append(
                 (
                     f"throughput: {self.spread.name}",
@@ -302,7 +336,7 @@ class SpeakReport:
             )
         if self.waits is not None:
             rows += self._wait_rows(self.waits)
-        for bare in (self.relay, self.peer):
+        for bare in (self.relay, self.peer, self.skeleton):
             if bare is not None and bare.paced_latency_s:
                 lat = bare.paced_latency_s
                 rows.append(
@@ -312,6 +346,14 @@ class SpeakReport:
                         f"max {ms(max(lat, default=math.nan))}",
                     )
                 )
+        if floor := self.floor_added_s:
+            rows.append(
+                (
+                    "  the design's floor: skeleton minus simulator p50",
+                    f"p50 {self.added_ms(floor, 0.5):.1f} ms, p99 {self.added_ms(floor, 0.99):.1f}"
+                    f" ms, max {self.added_ms(floor, 1.0):.1f} ms",
+                )
+            )
         low = self.low_rate_latency_s
         if low:
             rows.append(
@@ -428,7 +470,8 @@ class SpeakReport:
             + (f" ({p.label})" if p.label else ""),
             "",
             "`python -m bench.speak`: ceilings, peer and worker measured in the same run "
-            f"({p.rounds} rounds of relay, peer and worker back to back for the ratios), each "
+            f"({p.rounds} rounds of relay, peer, skeleton and worker back to back for the "
+            "ratios), each "
             f"target in its own process and vhost, {p.partitions} quorum partitions, prefetch "
             f"{p.prefetch} per partition, {p.in_flight} commands in flight (closed loop, "
             f"{p.warmup_s:g} s warm-up, {p.duration_s:g} s measured), speaks spread over "
@@ -476,7 +519,8 @@ class SpeakReport:
 
     def plot(self, directory: Path) -> None:
         head = self.headline
-        targets = [m for m in (self.relay, self.peer, head.throughput if head else None) if m]
+        bare = (self.relay, self.peer, self.skeleton)
+        targets = [m for m in (*bare, head.throughput if head else None) if m]
         plots.throughput(
             {m.name: m.timeline for m in targets},
             self.params.bin_s,

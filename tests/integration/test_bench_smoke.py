@@ -1,9 +1,12 @@
-"""The benchmarks end to end, small: RabbitMQ, simulator, worker, relay and peer processes."""
+"""The benchmarks end to end, small: RabbitMQ, simulator, worker, relay, peer and skeleton
+processes."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+import pytest
 
 from bench import broker_floor, speak
 from bench.keepalive_report import SMOKE
@@ -27,15 +30,19 @@ async def test_keepalive_benchmark_holds_every_session(tmp_path: Path) -> None:
     assert report.passed, report.table()
 
 
+# Four targets start one after another, twice (the rounds): past the suite's 120 s default.
+@pytest.mark.timeout(SPEAK_SMOKE.deadline_s + 30)
 async def test_speak_benchmark_measures_every_target(tmp_path: Path) -> None:
     started = time.monotonic()
     report = await speak.run(SPEAK_SMOKE, log_dir=tmp_path)
 
     assert not report.aborted, report.table()
     assert time.monotonic() - started < SPEAK_SMOKE.deadline_s
-    # Ceilings, peer and worker each answered every command they were sent, none failed.
+    # Ceilings, peer, skeleton and worker each answered every command they were sent, none
+    # failed.
     assert report.http_rps > 0
-    for measured in (report.relay, report.peer, *(lv.throughput for lv in report.levels)):
+    bare = (report.relay, report.peer, report.skeleton)
+    for measured in (*bare, *(lv.throughput for lv in report.levels)):
         assert measured is not None
         assert measured.rate > 0, measured.name
         assert measured.errors == 0, measured.name
@@ -52,9 +59,13 @@ async def test_speak_benchmark_measures_every_target(tmp_path: Path) -> None:
     assert report.spread is not None
     assert report.spread.rate > 0
     assert report.spread.errors == 0
-    # The ratios are medians over rounds of the three targets back to back.
+    # The ratios are medians over rounds of the four targets back to back.
     assert len(report.rounds) == SPEAK_SMOKE.rounds
-    assert all(r.relay > 0 and r.peer > 0 and r.worker > 0 for r in report.rounds)
+    assert all(min(r.relay, r.peer, r.skeleton, r.worker) > 0 for r in report.rounds)
+    # The bare targets' open-loop step at the latency rate, answered in full.
+    for measured in bare:
+        assert measured is not None
+        assert len(measured.paced_latency_s) == int(SPEAK_SMOKE.rate * SPEAK_SMOKE.latency_s)
     assert report.headline is not None
     assert report.rounds[0].worker == report.headline.throughput.rate
     # The worker's metrics timed the broker's part of the latency step's speaks.
