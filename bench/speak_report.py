@@ -218,6 +218,22 @@ class SpeakReport:
     def to_peer(self) -> float:
         return self._median(lambda r: r.to_peer)
 
+    @property
+    def floor_to_relay(self) -> float:
+        """Skeleton / ceiling (a): the median over rounds."""
+        return self._median(lambda r: r.floor_to_relay)
+
+    @property
+    def bare(self) -> list[Measured]:
+        """The relay, peer and skeleton, those that ran (their first pass)."""
+        return [m for m in (self.relay, self.peer, self.skeleton) if m is not None]
+
+    @property
+    def compared(self) -> list[Measured]:
+        """The bare targets and the worker at the headline level, side by side."""
+        head = self.headline
+        return [*self.bare, *([head.throughput] if head else [])]
+
     def _median(self, of: Callable[[Round], float]) -> float:
         return statistics.median(of(r) for r in self.rounds) if self.rounds else math.nan
 
@@ -233,7 +249,7 @@ class SpeakReport:
         rates = [lv.throughput.rate for lv in self.levels]
         flat = ratio(rates[-1], max(rates)) if rates else math.nan
         # Beside each, what the skeleton (the same messages, nothing else) reached.
-        floor_ratio = f" (skeleton {self._median(lambda r: r.floor_to_relay):.2f} x)"
+        floor_ratio = f" (skeleton {self.floor_to_relay:.2f} x)"
         floor_p99 = f" (skeleton {self.added_ms(self.floor_added_s, 0.99):.1f} ms)"
         return [
             Goal(
@@ -265,15 +281,14 @@ class SpeakReport:
         p = self.params
         head = self.headline
         rows = [("ceiling (b): HTTP client → simulator", f"{self.http_rps:,.0f} req/s")]
-        for measured in (self.relay, self.peer, self.skeleton, head.throughput if head else None):
-            if measured is not None:
-                rows.append(
-                    (
-                        f"throughput: {measured.name}",
-                        f"{measured.rate:,.0f} speaks/s ({measured.cores:.2f} cores, "
-                        f"{measured.errors} errors)",
-                    )
+        for measured in self.compared:
+            rows.append(
+                (
+                    f"throughput: {measured.name}",
+                    f"{measured.rate:,.0f} speaks/s ({measured.cores:.2f} cores, "
+                    f"{measured.errors} errors)",
                 )
+            )
         if self.rounds:
             rows.append(
                 (
@@ -297,8 +312,7 @@ class SpeakReport:
             rows.append(
                 (
                     "design floor: skeleton / ceiling (a), worker / skeleton (medians)",
-                    f"{self._median(lambda r: r.floor_to_relay):.2f}, "
-                    f"{self._median(lambda r: r.to_floor):.2f}",
+                    f"{self.floor_to_relay:.2f}, {self._median(lambda r: r.to_floor):.2f}",
                 )
             )
         if self.spread is not None:
@@ -336,8 +350,8 @@ class SpeakReport:
             )
         if self.waits is not None:
             rows += self._wait_rows(self.waits)
-        for bare in (self.relay, self.peer, self.skeleton):
-            if bare is not None and bare.paced_latency_s:
+        for bare in self.bare:
+            if bare.paced_latency_s:
                 lat = bare.paced_latency_s
                 rows.append(
                     (
@@ -518,11 +532,8 @@ class SpeakReport:
         return "\n".join(lines)
 
     def plot(self, directory: Path) -> None:
-        head = self.headline
-        bare = (self.relay, self.peer, self.skeleton)
-        targets = [m for m in (*bare, head.throughput if head else None) if m]
         plots.throughput(
-            {m.name: m.timeline for m in targets},
+            {m.name: m.timeline for m in self.compared},
             self.params.bin_s,
             directory / "speak-throughput.png",
         )
