@@ -2,8 +2,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The RabbitMQ 4 node scripts/rabbitmq4.sh runs, unless AMQP_URL names another broker.
+R4_URL := amqp://guest:guest@127.0.0.1:5682/
 
-.PHONY: rabbitmq promtool run test demo soak bench lint typecheck schemas check-schemas deploy-check simulator clean
+.PHONY: rabbitmq promtool run test pytest demo soak bench lint typecheck schemas check-schemas deploy-check simulator clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -11,25 +13,30 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $(STAMP)
 
+## Build (once per machine) and start the RabbitMQ 4 node: AMQP 5682, management 15682.
 rabbitmq:
-	@scripts/ensure-rabbitmq.sh
+	@scripts/rabbitmq4.sh start
 
 promtool:
 	@scripts/ensure-promtool.sh
 
 ## Start RabbitMQ if needed and run the worker (the bundled simulator stands in for HeyGen without HEYGEN_API_KEY).
 run: $(STAMP) rabbitmq
-	$(VENV)/bin/heygen-worker run
+	AMQP_URL=$${AMQP_URL:-$(R4_URL)} $(VENV)/bin/heygen-worker run
 
 ## Run a scripted conversation against a running worker and print the events.
 demo: $(STAMP) rabbitmq
-	$(VENV)/bin/heygen-worker demo
+	AMQP_URL=$${AMQP_URL:-$(R4_URL)} $(VENV)/bin/heygen-worker demo
 
 simulator: $(STAMP)
 	$(VENV)/bin/heygen-simulator
 
-## Lint, type-check, contract drift check and the whole test suite (not the soak).
-test: $(STAMP) rabbitmq promtool lint typecheck check-schemas deploy-check
+## Lint, type-check, contract drift check and the whole test suite (not the soak), against a
+## RabbitMQ 4 node with 4.3's defaults; a node this command started is stopped again.
+test: $(STAMP) promtool lint typecheck check-schemas
+	scripts/rabbitmq4.sh with $(MAKE) --no-print-directory deploy-check pytest
+
+pytest: $(STAMP)
 	$(PY) -m pytest -q --ignore=tests/deploy
 
 lint: $(STAMP)
@@ -49,11 +56,11 @@ check-schemas: $(STAMP)
 deploy-check: $(STAMP)
 	scripts/deploy-check.sh
 
-soak: $(STAMP) rabbitmq
-	$(PY) -m pytest -q -m slow -o addopts='-ra -p no:cloudcoil'
+soak: $(STAMP)
+	scripts/rabbitmq4.sh with $(PY) -m pytest -q -m slow -o addopts='-ra -p no:cloudcoil'
 
-bench: $(STAMP) rabbitmq
-	$(PY) -m bench
+bench: $(STAMP)
+	scripts/rabbitmq4.sh with $(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

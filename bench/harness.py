@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 
 RABBIT_HOST = os.environ.get("BENCH_RABBIT_HOST", "127.0.0.1")
-RABBIT_MGMT = os.environ.get("BENCH_RABBIT_MGMT", f"http://{RABBIT_HOST}:15672")
+RABBIT_PORT = int(os.environ.get("BENCH_RABBIT_PORT", "5682"))
+RABBIT_MGMT = os.environ.get("BENCH_RABBIT_MGMT", f"http://{RABBIT_HOST}:{RABBIT_PORT + 10000}")
 RABBIT_USER = os.environ.get("BENCH_RABBIT_USER", "guest")
 RABBIT_PASSWORD = os.environ.get("BENCH_RABBIT_PASSWORD", "guest")
 PR_SET_PDEATHSIG = 1
@@ -47,7 +48,7 @@ async def rabbit_vhost(prefix: str) -> AsyncIterator[str]:
             perms = {"configure": ".*", "write": ".*", "read": ".*"}
             url = f"/api/permissions/{vhost}/{RABBIT_USER}"
             (await mgmt.put(url, json=perms)).raise_for_status()
-            yield f"amqp://{RABBIT_USER}:{RABBIT_PASSWORD}@{RABBIT_HOST}:5672/{vhost}"
+            yield f"amqp://{RABBIT_USER}:{RABBIT_PASSWORD}@{RABBIT_HOST}:{RABBIT_PORT}/{vhost}"
         finally:
             await mgmt.delete(f"/api/vhosts/{vhost}")
 

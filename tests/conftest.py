@@ -12,8 +12,10 @@ import pytest
 
 from contracts.common import LIMITS
 
+# The RabbitMQ 4 node `scripts/rabbitmq4.sh` runs (AMQP 5682, management 15682) unless told.
 RABBIT_HOST = os.environ.get("TEST_RABBIT_HOST", "127.0.0.1")
-RABBIT_MGMT = os.environ.get("TEST_RABBIT_MGMT", f"http://{RABBIT_HOST}:15672")
+RABBIT_PORT = int(os.environ.get("TEST_RABBIT_PORT", "5682"))
+RABBIT_MGMT = os.environ.get("TEST_RABBIT_MGMT", f"http://{RABBIT_HOST}:{RABBIT_PORT + 10000}")
 RABBIT_USER = os.environ.get("TEST_RABBIT_USER", "guest")
 RABBIT_PASSWORD = os.environ.get("TEST_RABBIT_PASSWORD", "guest")
 
@@ -29,7 +31,7 @@ async def amqp_url() -> AsyncIterator[str]:
         perms = {"configure": ".*", "write": ".*", "read": ".*"}
         (await mgmt.put(f"/api/permissions/{vhost}/{RABBIT_USER}", json=perms)).raise_for_status()
         try:
-            yield f"amqp://{RABBIT_USER}:{RABBIT_PASSWORD}@{RABBIT_HOST}:5672/{vhost}"
+            yield f"amqp://{RABBIT_USER}:{RABBIT_PASSWORD}@{RABBIT_HOST}:{RABBIT_PORT}/{vhost}"
         finally:
             await mgmt.delete(f"/api/vhosts/{vhost}")
 

@@ -23,7 +23,7 @@ from aiormq.exceptions import ChannelAccessRefused
 from contracts.client import publish_command, subscribe_events
 from contracts.commands import SessionKeepalive
 from contracts.topology import EVENTS_EXCHANGE, partition_queue
-from tests.conftest import RABBIT_HOST, RABBIT_MGMT, RABBIT_PASSWORD, RABBIT_USER
+from tests.conftest import RABBIT_HOST, RABBIT_MGMT, RABBIT_PASSWORD, RABBIT_PORT, RABBIT_USER
 from worker.bus.ownership import OwnershipProbe
 from worker.bus.topology import TopologySpec, declare_topology
 
@@ -68,7 +68,7 @@ async def broker() -> AsyncIterator[Broker]:
                 (await mgmt.put(f"/api/users/{login}", json=user)).raise_for_status()
                 perms = _permissions(name)
                 (await mgmt.put(f"/api/permissions/{vhost}/{login}", json=perms)).raise_for_status()
-            base = f"@{RABBIT_HOST}:5672/{vhost}"
+            base = f"@{RABBIT_HOST}:{RABBIT_PORT}/{vhost}"
             yield Broker(
                 worker_url=f"amqp://{users[WORKER_USER]}:{suffix}{base}",
                 producer_url=f"amqp://{users[PRODUCER_USER]}:{suffix}{base}",

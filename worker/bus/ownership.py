@@ -22,11 +22,12 @@ REQUEST_TIMEOUT_S = 5.0
 
 
 def management_url_for(amqp_url: str) -> str:
-    """The management API next to an AMQP broker: same host, port 15672 (15671 with TLS)."""
+    """The management API next to an AMQP broker: same host, the AMQP port plus 10,000 (RabbitMQ's
+    defaults: 5672 and 15672, 5671 and 15671 with TLS)."""
     parts = urlsplit(amqp_url)
     tls = parts.scheme == "amqps"
-    scheme, port = ("https", 15671) if tls else ("http", 15672)
-    return f"{scheme}://{parts.hostname or 'localhost'}:{port}"
+    scheme, amqp_port = ("https", 5671) if tls else ("http", 5672)
+    return f"{scheme}://{parts.hostname or 'localhost'}:{(parts.port or amqp_port) + 10000}"
 
 
 def vhost_of(amqp_url: str) -> str:
