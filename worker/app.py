@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import ssl
 import time
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from functools import partial
+from typing import NoReturn
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
@@ -55,6 +57,9 @@ from worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 TASK_EXIT_S = 5.0
+# A shutdown ends within the drain grace plus this, whatever the broker does (unreachable, the
+# vhost gone, publishes blocked by an alarm): past it the process exits, non-zero.
+EXIT_MARGIN_S = 4.0
 GC_YOUNG_THRESHOLD = 20_000
 # A rebalance gives a partition's held commands this many shutdown graces to finish: within
 # the next owner's patience (`Handover`: three times the grace plus 5 s).
@@ -82,6 +87,8 @@ class Worker:
         self._stack = AsyncExitStack()
         self._stop_requested = asyncio.Event()
         self._draining = False
+        # What the shutdown is doing, for the log line when its bound passes.
+        self._step = "not started"
         self._consume_conn: FailoverConnection | None = None
         self._publish_conn: AbstractRobustConnection | None = None
         self._consumer: Consumer | None = None
@@ -359,6 +366,10 @@ class Worker:
         return True, "ready"
 
     def request_stop(self) -> None:
+        if self._stop_requested.is_set():
+            # An operator who signals twice wants out now; the broker requeues what was unacked.
+            log.error("second signal: exiting at once, while %s", self._step)
+            _exit_now(ExitCode.INTERRUPTED)
         self._stop_requested.set()
 
     async def run(self) -> None:
@@ -379,7 +390,15 @@ class Worker:
             await self._stop_requested.wait()
             log.info("stop requested: draining")
         finally:
-            await self.shutdown()
+            # Not asyncio.timeout: cancelling the shutdown waits for what it is in, and aio-pika's
+            # connection close under a memory alarm took 2 s more to give way.
+            bound = self.settings.shutdown_grace_s + EXIT_MARGIN_S
+            shutdown = asyncio.ensure_future(self.shutdown())
+            await asyncio.wait([shutdown], timeout=bound)
+            if not shutdown.done():
+                log.error("shutdown did not finish within %g s: cut while %s", bound, self._step)
+                _exit_now(ExitCode.UNAVAILABLE)
+            shutdown.result()
 
     async def shutdown(self) -> None:
         """Stop consuming, finish in-flight commands within the grace, requeue the rest, and
@@ -389,13 +408,16 @@ class Worker:
         self._draining = True
         owned = self.handover.taking_part() if self._consumer is not None else set()
         if self._consumer is not None:
+            self._step = "announcing the drain and cancelling the consumers"
             await self.handover.announce_draining(owned)
             await self._consumer.stop_consuming()
             # Only now: while consuming, a command sent back would come straight back here.
             self.handover.stop_adopting()
         if self.dispatcher is not None:
+            self._step = "finishing in-flight commands"
             await self._drain(self.dispatcher)
         if self.services is not None:
+            self._step = "stopping background work and sealing the partitions"
             if self.settings.stop_sessions_on_shutdown:
                 for session in self.services.registry:
                     with contextlib.suppress(Exception):
@@ -411,8 +433,10 @@ class Worker:
             await self.handover.seal(owned)
             self.handover.release_all()
         if self._consumer is not None:
+            self._step = "announcing the partitions released"
             await self.handover.announce_released(owned, self._publisher)
             await self._consumer.close()
+        self._step = "closing the connections"
         await self._stack.aclose()
 
     async def _drain(self, dispatcher: Dispatcher) -> None:
@@ -423,6 +447,14 @@ class Worker:
             log.warning("drain grace over: requeueing %d unfinished commands", cancelled)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(dispatcher.wait_idle(), 5)
+
+
+def _exit_now(code: ExitCode) -> NoReturn:
+    """Leave without waiting for what is left: it may ignore cancellation (aio-pika's
+    reconnection loop does until its connection is closed). The broker requeues what was
+    unacknowledged, and the next owner adopts the partitions."""
+    logging.shutdown()
+    os._exit(code)
 
 
 def _broker_user(amqp_url: str) -> str:
