@@ -90,6 +90,10 @@ class RabbitNode:
     name: str = field(default_factory=lambda: f"hsw-faults-{os.getpid()}")
     # The Erlang cookie's folder: nodes of one cluster share it.
     home: Path | None = None
+    # RabbitMQ 4.3's default. A 4.0.5 node configured so fails its start_app after
+    # join_cluster (failed_to_deny_deprecated_features: 4.0's Mnesia lookup of transient
+    # queues counts every queue, rabbitmq-server#12674), so cluster nodes permit it.
+    deny_transient_queues: bool = True
     amqp_port: int = field(default_factory=free_port)
     tls_port: int = field(default_factory=free_port)
     mgmt_port: int = field(default_factory=free_port)
@@ -117,7 +121,8 @@ class RabbitNode:
                     # The worker's ownership poll reads consumer state: keep it fresh.
                     "collect_statistics_interval = 1000",
                     # RabbitMQ 4.3's defaults, as on the suite's shared node.
-                    "deprecated_features.permit.transient_nonexcl_queues = false",
+                    "deprecated_features.permit.transient_nonexcl_queues = "
+                    + str(not self.deny_transient_queues).lower(),
                     "deprecated_features.permit.global_qos = false",
                     "loopback_users = none",
                     "",
@@ -210,7 +215,7 @@ class RabbitNode:
     def os_pid(self) -> int:
         return int((self.base / "node.pid").read_text().strip())
 
-    def kill9_and_restart(self, down_s: float = 0.0) -> None:
+    def kill9(self) -> None:
         pid = self.os_pid()
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 20
@@ -218,8 +223,11 @@ class RabbitNode:
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
-                break
+                return
             time.sleep(0.1)
+
+    def kill9_and_restart(self, down_s: float = 0.0) -> None:
+        self.kill9()
         time.sleep(down_s)
         self.start()
 
@@ -229,3 +237,59 @@ class RabbitNode:
         except (RuntimeError, subprocess.TimeoutExpired):
             with contextlib.suppress(OSError, ValueError):
                 os.kill(self.os_pid(), signal.SIGKILL)
+
+
+def port_pair() -> int:
+    """A free AMQP port whose management port (AMQP + 10,000, RabbitMQ's convention, which the
+    worker follows) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 < 65536:
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+
+
+@dataclass
+class RabbitCluster:
+    """Three nodes of one root, one Erlang cookie, joined into one cluster."""
+
+    base: Path  # inside ROOT (node_dir)
+    size: int = 3
+    nodes: list[RabbitNode] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.nodes = []
+        for index in range(self.size):
+            port = port_pair()
+            node = RabbitNode(
+                self.base / f"n{index}",
+                name=f"hsw-cluster-{os.getpid()}-{index}",
+                home=self.base,
+                amqp_port=port,
+                mgmt_port=port + 10000,
+                deny_transient_queues=False,
+            )
+            self.nodes.append(node)
+
+    def start(self) -> None:
+        first, *others = self.nodes
+        first.start()
+        for node in others:
+            node.start()
+            node.ctl("stop_app")
+            node.ctl("join_cluster", first.node)
+            node.ctl("start_app")
+            node.wait_up()
+
+    def urls(self, vhost: str, order: list[int] | None = None) -> str:
+        """AMQP_URL naming every node, in `order` (node indexes)."""
+        picked = [self.nodes[i] for i in order] if order else self.nodes
+        return ",".join(node.amqp_url(vhost) for node in picked)
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()

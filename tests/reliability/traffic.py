@@ -22,6 +22,7 @@ from contracts.commands import (
 )
 from contracts.topology import COMMANDS_EXCHANGE, EVENTS_EXCHANGE
 from tests.reliability.checker import Checker
+from worker.bus.connection import connect_failover, split_urls
 
 SEND_GIVE_UP_S = 120
 
@@ -39,8 +40,9 @@ class ResilientProducer:
         self.resends = 0
 
     async def start(self) -> None:
-        self.connection = await aio_pika.connect_robust(
-            self.amqp_url, client_properties={"connection_name": "test-producer"}
+        # Several comma-separated URLs: a cluster, failed over as the worker does.
+        self.connection = await connect_failover(
+            split_urls(self.amqp_url), connection_name="test-producer"
         )
         self.channel = await self.connection.channel(publisher_confirms=True)
         exchange = await self.channel.declare_exchange(
