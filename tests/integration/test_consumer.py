@@ -7,7 +7,7 @@ import asyncio
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 
-from contracts.topology import partition_queue
+from contracts.topology import DEAD_LETTER_QUEUE, partition_queue
 from worker.bus.consumer import Consumer
 from worker.bus.delivery import ACK, Delivery, Disposition
 from worker.bus.publisher import Publisher
@@ -51,6 +51,46 @@ async def test_pause_returns_once_every_delivery_before_the_cancel_reached_the_h
         # Nothing stuck unacknowledged: what was not handled is back to ready.
         assert queue.declaration_result.message_count == MESSAGES - at_return
         assert handled == [str(i).encode() for i in range(at_return)]
+    finally:
+        await consumer.close()
+        await publisher.close()
+        await channel.close()
+
+
+async def test_a_delivery_whose_handling_keeps_failing_is_dead_lettered_at_the_limit(
+    connection: AbstractRobustConnection,
+) -> None:
+    # Requeued with basic.reject, which RabbitMQ counts toward x-delivery-limit on every
+    # version (4.3 stopped counting basic.nack): without it the message would loop forever.
+    limit = 3
+    await declare_topology(connection, TopologySpec(1, delivery_limit=limit))
+    channel = await connection.channel(publisher_confirms=True)
+    await channel.default_exchange.publish(
+        aio_pika.Message(body=b"boom", message_id="m1"), partition_queue(0)
+    )
+    publisher = Publisher(connection, timeout=5)
+    await publisher.start()
+    counts: list[object] = []
+
+    async def handler(delivery: Delivery) -> Disposition:
+        counts.append(delivery.headers.get("x-delivery-count"))
+        raise RuntimeError("a bug in the handler")
+
+    consumer = Consumer(connection, publisher, handler, partitions=1, prefetch=10, worker_id="w")
+    await consumer.start()
+    try:
+        dead = await channel.declare_queue(DEAD_LETTER_QUEUE, passive=True)
+        message = None
+        for _ in range(100):
+            message = await dead.get(fail=False)
+            if message is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert message is not None, f"not dead-lettered after {len(counts)} deliveries"
+        assert message.body == b"boom"
+        assert message.headers["x-first-death-reason"] == "delivery_limit"
+        assert len(counts) == limit + 1, counts  # the first delivery, then `limit` more
+        await message.ack()
     finally:
         await consumer.close()
         await publisher.close()

@@ -149,7 +149,7 @@ class Consumer:
             disposition = await self._handler(delivery)
         except Exception:
             log.exception("unexpected error handling a delivery; requeueing it")
-            disposition = Disposition(Action.REQUEUE)
+            disposition = Disposition(Action.RETRY)
         await self._settle(message, delivery, disposition)
 
     async def _settle(
@@ -160,6 +160,8 @@ class Consumer:
                 await self._dead_letter(message, delivery, disposition)
             elif disposition.action is Action.REQUEUE:
                 await message.nack(requeue=True)
+            elif disposition.action is Action.RETRY:
+                await message.reject(requeue=True)
             else:
                 await message.ack()
         except Exception as exc:
@@ -181,9 +183,10 @@ class Consumer:
         try:
             await self._publisher.dead_letter(delivery.body, delivery.republished(), headers)
         except PublishFailed as exc:
-            # Not confirmed: requeue; the delivery limit dead-letters it if this keeps failing.
+            # Not confirmed: requeue, counted; the delivery limit dead-letters it if this
+            # keeps failing.
             log.warning("dead-lettering %s failed, requeueing: %s", delivery.message_id, exc)
-            await message.nack(requeue=True)
+            await message.reject(requeue=True)
             return
         await message.ack()
         if self._on_dead_letter is not None:

@@ -48,7 +48,12 @@ class Delivery:
 
 class Action(StrEnum):
     ACK = "ack"
+    # Back to the queue through no fault of the message (a handover, a shutdown, a publish
+    # not confirmed): basic.nack, which RabbitMQ 4.3 no longer counts toward the delivery limit.
     REQUEUE = "requeue"
+    # Back to the queue because handling it failed: basic.reject, which every RabbitMQ version
+    # counts, so a message that keeps failing is dead-lettered at the limit.
+    RETRY = "retry"
     DEAD_LETTER = "dead_letter"
 
 
