@@ -27,3 +27,12 @@ def test_bad_values_are_refused_with_the_variable_named(monkeypatch: pytest.Monk
     monkeypatch.setenv("WORKER_PARTITIONS", "0")
     with pytest.raises(ValueError, match="WORKER_PARTITIONS"):
         WorkerSettings()
+
+
+def test_log_format_is_auto_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert WorkerSettings().log_format == "auto"
+    monkeypatch.setenv("LOG_FORMAT", "console")
+    assert WorkerSettings().log_format == "console"
+    monkeypatch.setenv("LOG_FORMAT", "text")
+    with pytest.raises(ValueError, match="LOG_FORMAT"):
+        WorkerSettings()
