@@ -1,4 +1,5 @@
-"""The documentation's generated tables: contracts, settings, metrics, CLI and alert runbooks.
+"""The documentation's generated parts: the tables of contracts, settings, metrics and the CLI,
+the alert runbooks and the latest benchmark figures.
 
 Each table lives in a Markdown page between two marker comments,
 `<!-- generated: NAME -->` and `<!-- end: NAME -->`, and is made from the code that defines it,
@@ -30,6 +31,7 @@ from worker.settings import WorkerSettings
 ROOT = Path(__file__).resolve().parent
 PAGES = ("README.md", "docs")
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+RESULTS = ROOT / "bench" / "RESULTS.md"
 _BLOCK = re.compile(
     r"(?P<open><!-- generated: (?P<name>[a-z-]+) -->\n)(?P<body>.*?)"
     r"(?P<close><!-- end: (?P=name) -->)",
@@ -62,13 +64,19 @@ def _default(field: FieldInfo) -> str:
     return f"`{value}`"
 
 
+def variable(field: FieldInfo) -> str:
+    """The environment variable a setting is read from: the first of its aliases."""
+    alias = field.validation_alias
+    return str(alias.choices[0] if isinstance(alias, AliasChoices) else alias)
+
+
 def settings_table() -> str:
     """Every environment variable of the worker, from the pydantic settings model."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for field in WorkerSettings.model_fields.values():
-        alias = field.validation_alias
-        name = alias.choices[0] if isinstance(alias, AliasChoices) else alias
-        lines.append(f"| `{name}` | {_default(field)} | {_cell(field.description or '')} |")
+        lines.append(
+            f"| `{variable(field)}` | {_default(field)} | {_cell(field.description or '')} |"
+        )
     return "\n".join(lines)
 
 
@@ -157,12 +165,26 @@ def alert_runbooks() -> str:
     return "\n".join(sections).rstrip()
 
 
+def benchmark_results() -> str:
+    """The latest recorded run of each benchmark, from bench/RESULTS.md, a heading level down;
+    the plots stay in bench/plots/ (the site does not serve files outside docs/)."""
+    text = RESULTS.read_text()
+    lines = text[text.index("<!-- bench: ") :].splitlines()
+    kept = [
+        f"#{line}" if line.startswith("## ") else line
+        for line in lines
+        if not line.startswith(("<!-- bench: ", "!["))
+    ]
+    return "\n".join(kept).strip()
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "contracts": lambda: markdown_tables().rstrip(),
     "settings": settings_table,
     "metrics": metrics_table,
     "cli": cli_table,
     "runbooks": alert_runbooks,
+    "benchmarks": benchmark_results,
 }
 
 
