@@ -7,10 +7,10 @@ R4_URL := amqp://guest:guest@127.0.0.1:5682/
 
 .PHONY: rabbitmq promtool run test pytest demo soak bench lint typecheck schemas check-schemas docs docs-check gen-docs deploy-check simulator clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml contracts/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -e ./contracts -e '.[dev,bench]'
 	touch $(STAMP)
 
 ## Build (once per machine) and start the RabbitMQ 4 node: AMQP 5682, management 15682.
