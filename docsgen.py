@@ -61,6 +61,8 @@ def _default(field: FieldInfo) -> str:
         return "—"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
+    if isinstance(value, float):
+        return f"`{value:g}`"
     return f"`{value}`"
 
 
