@@ -19,10 +19,11 @@ COPY pyproject.toml README.md ./
 COPY contracts/ contracts/
 COPY worker/ worker/
 COPY simulator/ simulator/
-# --no-deps: everything the project needs is already installed from the lock; pip's bytecode
-# compilation stays on so a read-only root filesystem never needs to write .pyc files.
-# The installer itself is removed: nothing installs packages at runtime.
-RUN pip install --no-deps . \
+# The contracts distribution, then the worker, which depends on it. --no-deps: everything else
+# is already installed from the lock; pip's bytecode compilation stays on so a read-only root
+# filesystem never needs to write .pyc files. The installer itself is removed: nothing installs
+# packages at runtime.
+RUN pip install --no-deps ./contracts . \
     && pip uninstall --yes pip setuptools
 
 # ---- runtime: slim Python, the virtualenv, a numeric non-root user, no build tools ----

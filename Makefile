@@ -5,12 +5,12 @@ STAMP := $(VENV)/.installed
 # The RabbitMQ 4 node scripts/rabbitmq4.sh runs, unless AMQP_URL names another broker.
 R4_URL := amqp://guest:guest@127.0.0.1:5682/
 
-.PHONY: rabbitmq promtool run test pytest demo soak bench lint typecheck schemas check-schemas deploy-check simulator clean
+.PHONY: rabbitmq promtool run test pytest demo soak bench lint typecheck schemas check-schemas docs docs-check gen-docs deploy-check simulator clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml contracts/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -e ./contracts -e '.[dev,bench]'
 	touch $(STAMP)
 
 ## Build (once per machine) and start the RabbitMQ 4 node: AMQP 5682, management 15682.
@@ -33,7 +33,7 @@ simulator: $(STAMP)
 
 ## Lint, type-check, contract drift check and the whole test suite (not the soak), against a
 ## RabbitMQ 4 node with 4.3's defaults; a node this command started is stopped again.
-test: $(STAMP) promtool lint typecheck check-schemas
+test: $(STAMP) promtool lint typecheck check-schemas docs-check
 	scripts/rabbitmq4.sh with $(MAKE) --no-print-directory deploy-check pytest
 
 pytest: $(STAMP)
@@ -51,6 +51,19 @@ schemas: $(STAMP)
 
 check-schemas: $(STAMP)
 	$(PY) -m contracts.schema check
+
+## Serve the documentation site (docs/, mkdocs.yml) with live reload on http://127.0.0.1:8000.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
+## Regenerate the docs' tables from the code (settings, metrics, CLI, contracts, runbooks, bench).
+gen-docs: $(STAMP)
+	$(PY) -m docsgen write
+
+## The docs' generated parts match the code, and the site builds with no broken link.
+docs-check: $(STAMP)
+	$(PY) -m docsgen check
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
 ## Dockerfile (hadolint), compose file (compose loader), Helm chart (real Helm engine + k8s schemas).
 deploy-check: $(STAMP)

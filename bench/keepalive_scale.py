@@ -20,7 +20,7 @@ import httpx
 from bench import harness, stats
 from bench.keepalive_report import REPO, SMOKE, Params, Report
 from bench.keepalive_rig import BenchmarkAborted, Rig, create_all, running_rig
-from bench.results import append_section, machine, now_utc, revision
+from bench.results import machine, now_utc, record_section, revision
 from bench.sampler import Phase, Sampler
 from simulator.admin import SimulatorAdmin
 
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(report.table())
     if record:
-        append_section(report.markdown())
+        record_section("keepalive_scale", report.markdown())
         print("recorded in bench/RESULTS.md")
     return 0 if report.passed else 1
 

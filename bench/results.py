@@ -1,4 +1,4 @@
-"""The machine a benchmark ran on, and dated sections appended to bench/RESULTS.md."""
+"""The machine a benchmark ran on, and each benchmark's latest run in bench/RESULTS.md."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from pathlib import Path
 RESULTS = Path(__file__).with_name("RESULTS.md")
 HEADER = (
     "# Benchmark results\n\n"
-    "Sections are appended by the benchmarks (`python -m bench`), newest last. Absolute figures\n"
-    "come from a shared 2-core machine and drift from run to run.\n"
+    "The latest recorded run of each benchmark (`python -m bench`), with its machine and code\n"
+    "revision: a run replaces its benchmark's previous section (git keeps the history).\n"
+    "Absolute figures come from a shared 2-core machine and drift from run to run.\n"
 )
+# Opens each benchmark's section (`<!-- bench: speak -->`), so that its next run replaces it.
+_MARK = "<!-- bench: "
 
 
 def cpu_model() -> str:
@@ -42,12 +45,19 @@ def now_utc() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def append_section(markdown: str, path: Path = RESULTS) -> None:
-    """Append one benchmark's section (starting with a `## ` title) to the results file."""
-    if not path.exists():
-        path.write_text(HEADER)
-    with path.open("a") as results:
-        results.write("\n" + markdown.rstrip() + "\n")
+def record_section(benchmark: str, markdown: str, path: Path = RESULTS) -> None:
+    """Put `benchmark`'s latest section (starting with a `## ` title) into the results file, in
+    place of its previous one, or at the end when it has none."""
+    text = path.read_text() if path.exists() else HEADER
+    mark = f"{_MARK}{benchmark} -->"
+    section = f"{mark}\n{markdown.strip()}\n"
+    start = text.find(mark)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find(_MARK, start + len(mark))
+        text = text[:start] + section + ("\n" + text[end:] if end >= 0 else "")
+    path.write_text(text)
 
 
 def revision(tree: Path) -> str:

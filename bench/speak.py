@@ -38,7 +38,7 @@ from bench.keepalive_rig import (
     session_ids,
     start_simulator,
 )
-from bench.results import append_section, machine, now_utc, revision
+from bench.results import machine, now_utc, record_section, revision
 from bench.speak_report import (
     SMOKE,
     Level,
@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"speak: aborted: {report.aborted} (logs in {report.log_dir})", file=sys.stderr)
     if not args.smoke and not args.no_record and report.levels:
         report.plot(plots.PLOTS)
-        append_section(report.markdown())
+        record_section("speak", report.markdown())
         print("recorded in bench/RESULTS.md")
     if report.aborted:
         return 2

@@ -1,4 +1,4 @@
-"""Markdown tables of the commands and events, generated from their JSON Schemas for the README."""
+"""Markdown tables of the commands and events, generated from their JSON Schemas for the docs."""
 
 from __future__ import annotations
 

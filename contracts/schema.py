@@ -240,7 +240,7 @@ def asyncapi_document() -> dict[str, Any]:
                 "host": "localhost:5672",
                 "protocol": "amqp",
                 "protocolVersion": "0.9.1",
-                "description": f"RabbitMQ 3.10+ with the `{CONSISTENT_HASH_PLUGIN}` plugin.",
+                "description": f"RabbitMQ 4.x with the `{CONSISTENT_HASH_PLUGIN}` plugin.",
             }
         },
         "channels": channels,

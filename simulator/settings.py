@@ -93,7 +93,7 @@ def _split_list(value: Any) -> Any:
 
 
 class SimulatorSettings(BaseSettings):
-    """Everything the simulator can be configured with; see the README table."""
+    """Everything the simulator can be configured with: SIMULATOR_* (docs/providers.md)."""
 
     model_config = SettingsConfigDict(env_prefix="SIMULATOR_", extra="ignore")
 

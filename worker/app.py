@@ -468,7 +468,7 @@ def _count_in_state(registry: Registry, state: SessionState) -> int:
 
 def run_worker(settings: WorkerSettings | None = None) -> None:
     settings = settings or WorkerSettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     setup_tracing()
     try:
         asyncio.run(Worker(settings).run())

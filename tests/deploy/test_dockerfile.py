@@ -10,15 +10,21 @@ import sys
 import tomllib
 from importlib.metadata import distribution
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+from packaging.utils import NormalizedName, canonicalize_name
 
 REPO = Path(__file__).parents[2]
 
 DOCKERFILE = REPO / "Dockerfile"
 LOCK = REPO / "requirements.lock"
 PROJECT = "heygen-streaming-worker"
+# Distributions the Dockerfile builds from this repository (so in no lock), by their project file.
+LOCAL = {
+    canonicalize_name(PROJECT): REPO / "pyproject.toml",
+    canonicalize_name("heygen-streaming-contracts"): REPO / "contracts" / "pyproject.toml",
+}
 
 
 def _instructions() -> list[tuple[str, str]]:
@@ -89,16 +95,29 @@ def test_dockerignore_admits_everything_the_dockerfile_copies() -> None:
     assert [source for source in copied if not (REPO / source).exists()] == []
 
 
+def _project(name: NormalizedName) -> dict[str, Any]:
+    project: dict[str, Any] = tomllib.loads(LOCAL[name].read_text())["project"]
+    return project
+
+
 def test_lock_pins_the_project_dependencies_with_hashes() -> None:
     locked = _locked()
-    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    requirements = [Requirement(spec) for name in LOCAL for spec in _project(name)["dependencies"]]
     unsatisfied = [
         str(spec)
-        for spec in map(Requirement, dependencies)
-        if canonicalize_name(spec.name) not in locked
-        or not spec.specifier.contains(locked[canonicalize_name(spec.name)], prereleases=True)
+        for spec in requirements
+        if canonicalize_name(spec.name) not in LOCAL
+        and (
+            canonicalize_name(spec.name) not in locked
+            or not spec.specifier.contains(locked[canonicalize_name(spec.name)], prereleases=True)
+        )
     ]
     assert unsatisfied == [], "run scripts/lock-requirements.sh"
+    # The worker pins the contracts it is released with.
+    local = [spec for spec in requirements if canonicalize_name(spec.name) in LOCAL]
+    assert [
+        spec.specifier.contains(_project(canonicalize_name(spec.name))["version"]) for spec in local
+    ] == [True]
     text = LOCK.read_text()
     # One pin a line (a marker such as `; sys_platform == "linux"` is no second pin).
     assert len(re.findall(r"^[A-Za-z0-9._-]+==", text, re.MULTILINE)) == len(locked)
@@ -124,7 +143,7 @@ def test_lock_holds_every_transitive_runtime_dependency() -> None:
             dependency = canonicalize_name(requirement.name)
             if not wanted:
                 continue
-            if dependency in locked:
+            if dependency in locked or dependency in LOCAL:
                 pending.append((dependency, frozenset(requirement.extras)))
             else:
                 missing.add(dependency)

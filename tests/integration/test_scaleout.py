@@ -35,9 +35,10 @@ REPLICA_ENV = {
     "WORKER_KEEPALIVE_INTERVAL_S": "1",
     # A graceful handover works off what the replica holds (the prefetch of each partition it
     # owns) within the grace; cut short, it requeues commands behind newer ones (RabbitMQ puts
-    # a returned message at the back), which the next owner may run first. So, as the README's
-    # sizing advice says, hold less than can be finished in the grace: with 10 sessions per
-    # partition 16 is plenty, while 64 (the default) took one loaded replica here over 13 s.
+    # a returned message at the back), which the next owner may run first. So, as the sizing
+    # advice of docs/concepts/ordering.md says, hold less than can be finished in the grace:
+    # with 10 sessions per partition 16 is plenty, while 64 (the default) took one loaded
+    # replica here over 13 s.
     # The default grace is 25 s.
     "WORKER_PREFETCH": "16",
     "WORKER_SHUTDOWN_GRACE_S": "10",
@@ -111,7 +112,7 @@ async def wait_spread(amqp_url: str, replicas: set[str], within: float = 40) -> 
 
 # Its own waits add up to more than the suite's 120 s default; it takes 30-60 s on the 2-core
 # machine (up to 106 s seen before the fixes), which the default suite's budget has no room for:
-# it runs in `make soak` (README, Scale-out and handover).
+# it runs in `make soak` (docs/concepts/ordering.md).
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_rolling_restart_keeps_every_session(

@@ -1,4 +1,5 @@
-"""JSON log lines: context ids, trace ids, extras, exceptions, and secrets never written."""
+"""Log lines, JSON and console: context ids, trace ids, extras, exceptions, and secrets never
+written."""
 
 from __future__ import annotations
 
@@ -6,13 +7,20 @@ import asyncio
 import io
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from worker.observability.logs import configure_logging, forget_secret, log_context, register_secret
+from worker.observability.logs import (
+    LogFormat,
+    configure_logging,
+    forget_secret,
+    log_context,
+    register_secret,
+)
 from worker.observability.tracing import setup_tracing, shutdown_tracing, tracer
 
 API_KEY = "hg-key-5f1c0a9e7d3b"
@@ -133,3 +141,58 @@ def test_a_registered_token_is_redacted_until_forgotten(lines: Lines) -> None:
     first, second = lines()
     assert first["message"] == "token [REDACTED]"
     assert second["message"] == f"token {token}"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _log_into(stream: io.StringIO, log_format: LogFormat) -> str:
+    """What one record with context, extras and a secret looks like in `log_format` on `stream`."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    configure_logging("INFO", stream=stream, log_format=log_format)
+    register_secret(API_KEY)
+    try:
+        with log_context(session_id="s-7", command_id="c-7"):
+            log.info("calling with %s", API_KEY, extra={"task_id": "t-1", "token": "lk-1"})
+    finally:
+        forget_secret(API_KEY)
+        root.handlers[:], root.level = saved
+    return stream.getvalue()
+
+
+def test_a_terminal_gets_readable_lines_with_the_ids_and_no_secret() -> None:
+    (line,) = _log_into(_Terminal(), "auto").splitlines()
+    clock, level, logger, rest = line.split(maxsplit=3)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", clock)
+    assert (level, logger) == ("INFO", "worker.test:")
+    assert rest == (
+        "calling with [REDACTED]  session_id=s-7 command_id=c-7 task_id=t-1 token=[REDACTED]"
+    )
+
+
+def test_a_pipe_gets_json_and_log_format_overrides_the_guess() -> None:
+    assert json.loads(_log_into(io.StringIO(), "auto"))["session_id"] == "s-7"
+    assert json.loads(_log_into(_Terminal(), "json"))["command_id"] == "c-7"
+    assert _log_into(io.StringIO(), "console").split()[1] == "INFO"
+
+
+def test_a_console_traceback_follows_its_line_redacted() -> None:
+    stream = _Terminal()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    configure_logging("INFO", stream=stream)
+    register_secret(API_KEY)
+    try:
+        raise RuntimeError(f"refused {API_KEY}")
+    except RuntimeError:
+        log.exception("handler failed")
+    finally:
+        forget_secret(API_KEY)
+        root.handlers[:], root.level = saved
+    first, *trace = stream.getvalue().splitlines()
+    assert first.endswith("handler failed")
+    assert trace[0] == "Traceback (most recent call last):"
+    assert trace[-1] == "RuntimeError: refused [REDACTED]"

@@ -1,4 +1,4 @@
-"""Declares the exchanges and queues of DESIGN.md, idempotently, with actionable errors."""
+"""Declares the exchanges and queues of docs/design.md, idempotently, with actionable errors."""
 
 from __future__ import annotations
 

@@ -16,8 +16,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "run",
         help="run the worker until SIGTERM/SIGINT, then drain",
         description="Run the worker. Settings come from environment variables (AMQP_URL, "
-        "HEYGEN_API_KEY, WORKER_PARTITIONS, ...; see the README); without HEYGEN_API_KEY the "
-        "bundled simulator stands in for HeyGen. SIGTERM or Ctrl-C drains in-flight commands.",
+        "HEYGEN_API_KEY, WORKER_PARTITIONS, ...; see docs/configuration.md); without "
+        "HEYGEN_API_KEY the bundled simulator stands in for HeyGen. SIGTERM or Ctrl-C drains "
+        "in-flight commands.",
     )
     run.add_argument("--amqp-url", help="RabbitMQ URL (default: env AMQP_URL, else local guest)")
     run.set_defaults(sync_handler=run_worker_command)

@@ -1,7 +1,7 @@
 """The default HTTP transport, and what its exceptions prove about a request.
 
 httpx's request and response types stay the seam (tests inject httpx.MockTransport), but
-requests go out through aiohttp: httpx's own pool collapses under concurrency (see DESIGN.md).
+requests go out through aiohttp: httpx's own pool collapses under concurrency (see docs/design.md).
 This adapter is ours, not httpx-aiohttp's: that one cost the worker's client more CPU per
 request than aiohttp itself (a response stream, a URL parse and header copies per call) and
 reported disconnects after the request was written as connect timeouts.

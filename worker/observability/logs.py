@@ -1,4 +1,5 @@
-"""JSON-lines logging with context ids from contextvars and the current span, secrets redacted."""
+"""Logging with context ids from contextvars and the current span, secrets redacted: JSON lines
+for machines, readable lines for a terminal."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from opentelemetry import trace
 
@@ -85,11 +86,15 @@ def _is_secret_field(name: str) -> bool:
     return name.lower().replace("-", "_") in SECRET_FIELDS
 
 
+LogFormat = Literal["auto", "json", "console"]
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message, session_id, command_id, trace_id,
     span_id, the `extra` fields, and `exc` for an exception."""
 
-    def format(self, record: logging.LogRecord) -> str:
+    def entry(self, record: logging.LogRecord) -> dict[str, Any]:
+        """The record's fields with the context and span ids, secrets redacted."""
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC)
             .isoformat(timespec="milliseconds")
@@ -112,13 +117,43 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = record.exc_text
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(redact(entry), ensure_ascii=False, default=str)
+        redacted: dict[str, Any] = redact(entry)
+        return redacted
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(self.entry(record), ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Send every logger's records to `stream` (stderr by default) as JSON lines."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter())
+class ConsoleFormatter(JsonFormatter):
+    """One readable line for a person at a terminal: `time LEVEL logger message`, then
+    session_id, command_id and the `extra` fields as key=value; a traceback on the lines below.
+    Built from the same redacted entry as the JSON line, so it shows no secret the JSON hides."""
+
+    # Trace ids are for log search, not for reading; ts is shown as local wall-clock time.
+    _HIDDEN = frozenset({"ts", "level", "logger", "message", "trace_id", "span_id", "exc", "stack"})
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = self.entry(record)
+        clock = datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
+        fields = " ".join(
+            f"{key}={value}"
+            for key, value in entry.items()
+            if key not in self._HIDDEN and value is not None
+        )
+        line = f"{clock} {entry['level']:<7} {entry['logger']}: {entry['message']}"
+        line = f"{line}  {fields}" if fields else line
+        return "\n".join([line, *(entry[key] for key in ("exc", "stack") if key in entry)])
+
+
+def configure_logging(
+    level: str = "INFO", stream: TextIO | None = None, log_format: LogFormat = "auto"
+) -> None:
+    """Send every logger's records to `stream` (stderr by default): readable lines when it is a
+    terminal and `log_format` is auto, JSON lines otherwise (or when asked)."""
+    out = stream if stream is not None else sys.stderr
+    console = log_format == "console" or (log_format == "auto" and out.isatty())
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(ConsoleFormatter() if console else JsonFormatter())
     root = logging.getLogger()
     for old in root.handlers[:]:  # one format on the stream, not JSON beside plain text
         root.removeHandler(old)
