@@ -36,10 +36,6 @@ from worker.events import EventEmitter
 from worker.handlers.context import Policy, Services
 from worker.handlers.lifecycle import end_session
 from worker.handover import Handover
-from worker.heygen.client import HeyGenClient
-from worker.heygen.credentials import FILE_VAR, KEY_VAR, ApiKeyError, load_api_key
-from worker.heygen.retry import RetryPolicy
-from worker.heygen.transport import default_transport
 from worker.observability.http import HealthServer
 from worker.observability.logs import configure_logging, register_secret
 from worker.observability.metrics import Metrics
@@ -47,6 +43,12 @@ from worker.observability.tracing import inject_context, setup_tracing, shutdown
 from worker.observability.transport import InstrumentedTransport
 from worker.orphans import OrphanHunt
 from worker.pool import PoolSettings, SessionPool
+from worker.providers.base import Provider
+from worker.providers.credentials import FILE_VAR, KEY_VAR, ApiKeyError, load_api_key
+from worker.providers.heygen.client import HeyGenClient
+from worker.providers.heygen.provider import HeyGenProvider
+from worker.providers.retry import RetryPolicy
+from worker.providers.transport import default_transport
 from worker.sessions.registry import Registry
 from worker.sessions.session import LIVE_STATES
 from worker.settings import WorkerSettings
@@ -103,7 +105,7 @@ class Worker:
         )
         await self.health.start()
         self._stack.push_async_callback(self.health.stop)
-        heygen = await self._heygen_client()
+        providers: dict[str, Provider] = {"heygen": await self._heygen_provider()}
         self._consume_conn = await self._connect("consume")
         self._publish_conn = await self._connect("publish")
         # Reading the state stream has a connection of its own: right after a broker restart
@@ -123,7 +125,7 @@ class Worker:
         )
         await publisher.start()
         self._stack.push_async_callback(publisher.close)
-        self.services = self._services(heygen, publisher)
+        self.services = self._services(providers, publisher)
         stream = StateStream(publisher)
         # Every live session is re-snapshotted each refresh, so two of them hold them all.
         window = timedelta(seconds=2 * s.snapshot_refresh_s + 60)
@@ -174,7 +176,7 @@ class Worker:
             "worker %s consuming %d partitions (prefetch %d)", s.worker_id, s.partitions, s.prefetch
         )
 
-    def _services(self, heygen: HeyGenClient, publisher: Publisher) -> Services:
+    def _services(self, providers: dict[str, Provider], publisher: Publisher) -> Services:
         s = self.settings
         metrics, published = self.metrics, self.metrics.events_published_total
         emitter = EventEmitter(
@@ -184,7 +186,7 @@ class Worker:
             on_published=lambda e: metrics.child(published, e.type).inc(),
         )
         return Services(
-            heygen=heygen,
+            providers=providers,
             registry=Registry(s.max_sessions),
             emitter=emitter,
             policy=Policy(
@@ -225,7 +227,7 @@ class Worker:
         self._stack.push_async_callback(probe.aclose)
         self._tasks.append(asyncio.create_task(self._watch_broker(probe)))
 
-    async def _heygen_client(self) -> HeyGenClient:
+    async def _heygen_provider(self) -> HeyGenProvider:
         s = self.settings
         api_key = load_api_key(
             {
@@ -248,8 +250,9 @@ class Worker:
             max_concurrency=s.http_concurrency,
             retry=RetryPolicy(on_retry=self._count_retry),
         )
-        self._stack.push_async_callback(client.aclose)
-        return client
+        provider = HeyGenProvider(client)
+        self._stack.push_async_callback(provider.aclose)
+        return provider
 
     async def _start_bundled_simulator(self) -> SecretStr:
         simulator = await self._stack.enter_async_context(

@@ -37,7 +37,7 @@ from contracts.topology import (
 from simulator.server import RunningSimulator, running_simulator
 from worker.app import Worker
 from worker.bus.delivery import HANDOVER_HEADER
-from worker.heygen.transport import default_transport
+from worker.providers.transport import default_transport
 from worker.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from simulator.server import RunningSimulator, running_simulator
 from tests.integration.conftest import Producer, wait_until, worker_settings
 from worker.app import Worker
 from worker.bus.delivery import FORWARDED_HEADER, FORWARDED_USER_HEADER
-from worker.heygen.models import NewSessionRequest
+from worker.providers.base import SessionProfile
 from worker.sessions.session import Session
 
 SESSIONS = [f"h{i}" for i in range(6)]
@@ -101,7 +101,7 @@ async def test_orphan_hunt_stops_only_the_sessions_nobody_names(
     named = [await producer.open_session(f"named-{i}") for i in range(3)]
     assert worker.services is not None
     # What a create cut short by a crash leaves: a HeyGen session no event or snapshot names.
-    orphan = await worker.services.heygen.new_session(NewSessionRequest(avatar_id="a"))
+    orphan = await worker.services.providers["heygen"].create(SessionProfile(avatar_id="a"))
     standby = Worker(worker_settings(amqp_url, simulator, **FAST, worker_id="replica-b"))
     await standby.start()
     try:
@@ -109,9 +109,9 @@ async def test_orphan_hunt_stops_only_the_sessions_nobody_names(
         stopped = await standby.orphans.hunt(since, datetime.now(UTC))
     finally:
         await standby.shutdown()
-    assert stopped == [orphan.session_id]
+    assert stopped == [orphan.provider_session_id]
     stats = await simulator.admin.stats()
-    assert stats.sessions[orphan.session_id].status == "closed"
+    assert stats.sessions[orphan.provider_session_id].status == "closed"
     for created in named:
         assert stats.sessions[created.heygen_session_id].status != "closed"
 

@@ -33,10 +33,10 @@ from tests.integration.conftest import (
     worker_settings,
 )
 from worker.app import Worker
-from worker.heygen.transport import default_transport
 from worker.observability.logs import configure_logging
 from worker.observability.tracing import setup_tracing, shutdown_tracing
 from worker.observability.transport import endpoint_label
+from worker.providers.transport import default_transport
 
 # Distinctive, so a search of the output cannot miss it nor match by accident.
 API_KEY = "sk-obs-e2e-5f1d2c9a7b3e4d6f8a0b"

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from worker.heygen.errors import error_from_answer
 from worker.observability.metrics import HEYGEN_ENDPOINTS, OTHER, Metrics
 from worker.observability.tracing import inject_context, recording, tracer
+from worker.providers.heygen.errors import error_from_answer
 
 _VERSION_SEGMENT = re.compile(r"v\d+")
 

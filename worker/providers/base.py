@@ -359,6 +359,8 @@ class Provider(ABC):
     observes_speech: ClassVar[bool] = False
     # Credits a minute a live session burns, for the burn-rate alert; None if not credit-billed.
     credits_per_minute: ClassVar[float | None] = None
+    # The provider closes a session without keep-alive or activity after this many seconds.
+    idle_close_s: ClassVar[float] = 120.0
 
     @abstractmethod
     async def create(self, profile: SessionProfile, *, deadline: float | None = None) -> Created:
