@@ -4,7 +4,7 @@
 # host's. The node runs as root inside the root on ports of its own, with 4.3's defaults
 # (transient non-exclusive queues and global QoS denied), so tests see what users' brokers do.
 #
-#   rabbitmq4.sh root                 build the root if it is not built yet (idempotent)
+#   rabbitmq4.sh root                 build the root if it is not built yet, mount /proc etc. in it
 #   rabbitmq4.sh start [NAME]         start node NAME (default r4) unless it already answers
 #   rabbitmq4.sh stop [NAME]          stop node NAME if this script started it
 #   rabbitmq4.sh ctl NAME ARGS...     rabbitmqctl against node NAME
@@ -126,7 +126,7 @@ stop_node() {
 }
 
 case ${1:-} in
-  root) build_root ;;
+  root) build_root; mounts ;;
   start) start_node "${2:-r4}" ;;
   stop) stop_node "${2:-r4}" ;;
   ctl) shift; ctl "$@" ;;

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +18,10 @@ from contracts.common import LIMITS
 RABBIT_HOST = os.environ.get("TEST_RABBIT_HOST", "127.0.0.1")
 RABBIT_PORT = int(os.environ.get("TEST_RABBIT_PORT", "5682"))
 RABBIT_MGMT = os.environ.get("TEST_RABBIT_MGMT", f"http://{RABBIT_HOST}:{RABBIT_PORT + 10000}")
+# The broker's own CLI, for what only it can do (close a vhost's connections, for instance).
+RABBITMQCTL = shlex.split(
+    os.environ.get("TEST_RABBITMQCTL", f"{Path(__file__).parents[1]}/scripts/rabbitmq4.sh ctl r4")
+)
 RABBIT_USER = os.environ.get("TEST_RABBIT_USER", "guest")
 RABBIT_PASSWORD = os.environ.get("TEST_RABBIT_PASSWORD", "guest")
 

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from contracts.common import SessionState, StopReason, configure_limits
 from contracts.topology import DEAD_LETTER_QUEUE
 from simulator.server import running_simulator
+from worker.bus.connection import FailoverConnection, broker_reply, connect_failover
 from worker.bus.consumer import Consumer
 from worker.bus.ownership import OwnershipProbe
 from worker.bus.publisher import Publisher
@@ -83,7 +84,7 @@ class Worker:
         self._stack = AsyncExitStack()
         self._stop_requested = asyncio.Event()
         self._draining = False
-        self._consume_conn: AbstractRobustConnection | None = None
+        self._consume_conn: FailoverConnection | None = None
         self._publish_conn: AbstractRobustConnection | None = None
         self._consumer: Consumer | None = None
         self.services: Services | None = None
@@ -156,7 +157,7 @@ class Worker:
             on_requeue=self.handover.requeued,
             home_of=tail.home,
             forward=publisher.forward,
-            own_user=_broker_user(s.amqp_url.get_secret_value()),
+            own_user=_broker_user(s.amqp_urls[0]),
         )
         self.pool = SessionPool(
             self.services,
@@ -201,7 +202,7 @@ class Worker:
         )
 
     async def _start_consuming(
-        self, connection: AbstractRobustConnection, publisher: Publisher, dispatcher: Dispatcher
+        self, connection: FailoverConnection, publisher: Publisher, dispatcher: Dispatcher
     ) -> None:
         s = self.settings
         self._consumer = Consumer(
@@ -219,8 +220,9 @@ class Worker:
         await self._consumer.start()
         self.metrics.partitions.set(s.partitions)
         self.metrics.max_sessions.set(s.max_sessions)
+        # The management API of the node the consumers are on: another one after a failover.
         probe = OwnershipProbe(
-            s.amqp_url.get_secret_value(),
+            lambda: str(connection.url),
             self._consumer.consumer_tags,
             management_url=s.rabbitmq_management_url,
         )
@@ -270,15 +272,13 @@ class Worker:
         kind = getattr(error, "kind", "other")
         self.metrics.heygen_retries_total.labels(endpoint=endpoint, kind=kind).inc()
 
-    async def _connect(self, role: str) -> AbstractRobustConnection:
+    async def _connect(self, role: str) -> FailoverConnection:
         s = self.settings
         ssl_context = None
         if s.amqp_ca_file is not None:
             ssl_context = ssl.create_default_context(cafile=str(s.amqp_ca_file))
-        connection = await aio_pika.connect_robust(
-            s.amqp_url.get_secret_value(),
-            client_properties={"connection_name": f"{s.worker_id}-{role}"},
-            ssl_context=ssl_context,
+        connection = await connect_failover(
+            s.amqp_urls, connection_name=f"{s.worker_id}-{role}", ssl_context=ssl_context
         )
         gauge = self.metrics.bus_connected.labels(connection=role)
         gauge.set(1)
@@ -447,7 +447,11 @@ def run_worker(settings: WorkerSettings | None = None) -> None:
         log.error("cannot declare the RabbitMQ topology: %s", exc)
         raise SystemExit(ExitCode.UNAVAILABLE) from None
     except (ConnectionError, aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError) as exc:
-        log.error("cannot connect to RabbitMQ (AMQP_URL): %s", exc)
+        reply = broker_reply(exc)
+        if reply is None:
+            log.error("cannot connect to RabbitMQ (AMQP_URL): %s", exc)
+        else:  # connected, then the broker refused something the worker asked for
+            log.error("RabbitMQ refused the worker's request: %s", reply)
         raise SystemExit(ExitCode.UNAVAILABLE) from None
     except ApiKeyError as exc:
         log.error("%s", exc)

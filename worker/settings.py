@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker.bus.connection import split_urls
+
 
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -30,6 +32,7 @@ class WorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
+    # Several comma-separated URLs name the nodes of a cluster: see worker/bus/connection.py.
     amqp_url: SecretStr = Field(
         SecretStr("amqp://guest:guest@127.0.0.1:5672/"), validation_alias=_env("AMQP_URL")
     )
@@ -91,6 +94,16 @@ class WorkerSettings(BaseSettings):
     metrics_host: str = Field("0.0.0.0", validation_alias=_env("METRICS_HOST"))
     metrics_port: int = Field(9464, ge=0, le=65535, validation_alias=_env("METRICS_PORT"))
     _admins = field_validator("admins", mode="before")(_comma_separated)
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_urls_parse(cls, value: SecretStr) -> SecretStr:
+        split_urls(value.get_secret_value())
+        return value
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        return split_urls(self.amqp_url.get_secret_value())
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("LOG_LEVEL")

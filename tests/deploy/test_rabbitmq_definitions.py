@@ -177,7 +177,7 @@ async def test_worker_sees_which_partitions_it_owns(
     queue = await channel.get_queue(partition_queue(1), ensure=False)
     tag = await queue.consume(_ack)
     probe = OwnershipProbe(
-        broker.worker_url, lambda: {1: tag}, management_url=broker.management_url
+        lambda: broker.worker_url, lambda: {1: tag}, management_url=broker.management_url
     )
     try:
         # The management API learns of new consumers with its stats, a few seconds late.

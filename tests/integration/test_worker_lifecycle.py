@@ -17,7 +17,9 @@ from contracts.common import TaskMode
 from contracts.events import SpeechFinished
 from contracts.topology import partition_queue
 from simulator.server import RunningSimulator
+from tests.conftest import RABBIT_MGMT, RABBIT_PASSWORD, RABBIT_USER, RABBITMQCTL
 from tests.integration.conftest import (
+    PARTITIONS,
     Producer,
     leftover_commands,
     wait_until,
@@ -131,9 +133,29 @@ async def test_unknown_vhost_exits_the_cli_with_one_line(
     assert "cannot connect to RabbitMQ" in log, log
 
 
+async def test_a_refusal_by_the_broker_is_logged_as_what_it_refused(
+    amqp_url: str, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """Connected, then refused: the log quotes the broker rather than "cannot connect"."""
+    vhost = amqp_url.rsplit("/", 1)[1]
+    # Room for the topology's queues (partitions, dead letters, state stream), and no more.
+    limit = {"value": PARTITIONS + 2}
+    async with httpx.AsyncClient(auth=(RABBIT_USER, RABBIT_PASSWORD), timeout=10) as mgmt:
+        url = f"{RABBIT_MGMT}/api/vhost-limits/{vhost}/max-queues"
+        (await mgmt.put(url, json=limit)).raise_for_status()
+    async with worker_process(amqp_url, simulator, tmp_path / "worker.log") as process:
+        code = await process.wait()
+        log = process.log()
+    assert code != 0, log
+    assert "Traceback" not in log, log
+    assert "cannot connect" not in log, log
+    assert "RabbitMQ refused the worker's request: PRECONDITION_FAILED" in log, log
+    assert "queue limit in vhost" in log, log
+
+
 async def rabbitmqctl(*args: str) -> str:
     done = await asyncio.to_thread(
-        subprocess.run, ["rabbitmqctl", *args], capture_output=True, text=True, check=True
+        subprocess.run, [*RABBITMQCTL, *args], capture_output=True, text=True, check=True
     )
     return done.stdout
 

@@ -7,7 +7,7 @@ a table at the end of the session."""
 from __future__ import annotations
 
 import contextlib
-import tempfile
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,7 +19,7 @@ import pytest
 from simulator.server import RunningSimulator, running_simulator
 from tests.integration.conftest import WorkerProcess, worker_process
 from tests.reliability.checker import Checker, Report
-from tests.reliability.rabbit_node import RabbitNode, available
+from tests.reliability.rabbit_node import RabbitNode, available, ensure_root, node_dir
 from tests.reliability.traffic import ResilientProducer
 
 REPORTS: list[Report] = []
@@ -39,14 +39,16 @@ WORKER_ENV = {
 def rabbit_node() -> Iterator[RabbitNode]:
     """Started once for the session (~10 s); stopped at the end."""
     if not available():
-        pytest.skip("rabbitmq-server or openssl not installed")
-    with tempfile.TemporaryDirectory(prefix="hsw-faults-") as base:
-        node = RabbitNode(Path(base))
-        node.start()
-        try:
-            yield node
-        finally:
-            node.stop()
+        pytest.skip("chroot or openssl not installed")
+    ensure_root()
+    base = node_dir("hsw-faults-")
+    node = RabbitNode(base)
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
-"""A private RabbitMQ node (own name, ports and data dir) that fault tests may restart or kill,
-so the machine's shared broker is never disturbed."""
+"""Private RabbitMQ 4 nodes (own names, ports and data dirs) that fault tests may restart or
+kill, so the suite's shared node is never disturbed. They run from the Debian 13 root that
+`scripts/rabbitmq4.sh` builds, as root inside it; every path they are given is inside the root.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from base64 import b64encode
@@ -16,10 +19,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
-CTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
-# One node per test session (pid): parallel runs on the machine must not share a node.
-NODE = f"hsw-faults-{os.getpid()}@localhost"
+REPO = Path(__file__).resolve().parents[2]
+ROOT = Path(os.environ.get("RABBITMQ4_ROOT", "/var/lib/heygen-streaming-worker/rabbitmq4-root"))
+BIN = Path("/usr/lib/rabbitmq/bin")
+
+
+def ensure_root() -> None:
+    """Build the root if this machine has none yet (the script is idempotent)."""
+    subprocess.run([str(REPO / "scripts" / "rabbitmq4.sh"), "root"], check=True, timeout=900)
+
+
+def node_dir(prefix: str) -> Path:
+    """A fresh directory inside the root for a node's files."""
+    (ROOT / "tmp").mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=ROOT / "tmp"))
+
+
+def inside(path: Path) -> str:
+    """`path` as the node sees it, from inside the root."""
+    return "/" + str(path.relative_to(ROOT))
 
 
 def free_port() -> int:
@@ -30,7 +48,7 @@ def free_port() -> int:
 
 
 def available() -> bool:
-    return SERVER.exists() and CTL.exists() and shutil.which("openssl") is not None
+    return shutil.which("openssl") is not None and shutil.which("chroot") is not None
 
 
 def make_ca(directory: Path, name: str) -> tuple[Path, Path, Path]:
@@ -68,7 +86,10 @@ def make_ca(directory: Path, name: str) -> tuple[Path, Path, Path]:
 class RabbitNode:
     """`start()` once, then `ctl(...)`, `restart_app()`, `kill9()`; `stop()` at the end."""
 
-    base: Path
+    base: Path  # inside ROOT (node_dir)
+    name: str = field(default_factory=lambda: f"hsw-faults-{os.getpid()}")
+    # The Erlang cookie's folder: nodes of one cluster share it.
+    home: Path | None = None
     amqp_port: int = field(default_factory=free_port)
     tls_port: int = field(default_factory=free_port)
     mgmt_port: int = field(default_factory=free_port)
@@ -86,34 +107,47 @@ class RabbitNode:
                 [
                     f"listeners.tcp.default = {self.amqp_port}",
                     f"listeners.ssl.default = {self.tls_port}",
-                    f"ssl_options.cacertfile = {self.ca_file}",
-                    f"ssl_options.certfile = {cert}",
-                    f"ssl_options.keyfile = {key}",
+                    f"ssl_options.cacertfile = {inside(self.ca_file)}",
+                    f"ssl_options.certfile = {inside(cert)}",
+                    f"ssl_options.keyfile = {inside(key)}",
                     "ssl_options.verify = verify_none",
                     "ssl_options.fail_if_no_peer_cert = false",
                     f"management.tcp.port = {self.mgmt_port}",
                     "management.tcp.ip = 127.0.0.1",
                     # The worker's ownership poll reads consumer state: keep it fresh.
                     "collect_statistics_interval = 1000",
+                    # RabbitMQ 4.3's defaults, as on the suite's shared node.
+                    "deprecated_features.permit.transient_nonexcl_queues = false",
+                    "deprecated_features.permit.global_qos = false",
+                    "loopback_users = none",
                     "",
                 ]
             )
         )
 
     @property
+    def node(self) -> str:
+        return f"{self.name}@localhost"
+
+    @property
     def env(self) -> dict[str, str]:
         return {
-            **os.environ,
-            "HOME": str(self.base),  # its own Erlang cookie, shared by the server and ctl
-            "RABBITMQ_NODENAME": NODE,
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": inside(self.home or self.base),  # the Erlang cookie of the server and ctl
+            "RABBITMQ_NODENAME": self.node,
             "RABBITMQ_DIST_PORT": str(self.dist_port),
-            "RABBITMQ_MNESIA_BASE": str(self.base / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(self.base / "log"),
-            "RABBITMQ_PID_FILE": str(self.base / "node.pid"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base / "enabled_plugins"),
-            "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq.conf"),
-            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.base / "advanced.config"),
+            "RABBITMQ_MNESIA_BASE": inside(self.base / "mnesia"),
+            "RABBITMQ_LOG_BASE": inside(self.base / "log"),
+            "RABBITMQ_PID_FILE": inside(self.base / "node.pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": inside(self.base / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": inside(self.base / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": inside(self.base / "advanced.config"),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         }
+
+    def _in_root(self, program: str, *args: str) -> list[str]:
+        return ["chroot", str(ROOT), str(BIN / program), *args]
 
     @property
     def mgmt_url(self) -> str:
@@ -126,7 +160,7 @@ class RabbitNode:
 
     def ctl(self, *args: str, timeout: float = 60) -> str:
         result = subprocess.run(
-            [str(CTL), "-n", NODE, *args],
+            self._in_root("rabbitmqctl", "-n", self.node, *args),
             env=self.env,
             capture_output=True,
             text=True,
@@ -138,7 +172,11 @@ class RabbitNode:
 
     def start(self, timeout: float = 90) -> None:
         subprocess.run(
-            [str(SERVER), "-detached"], env=self.env, check=True, capture_output=True, timeout=30
+            self._in_root("rabbitmq-server", "-detached"),
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=30,
         )
         self.wait_up(timeout)
 

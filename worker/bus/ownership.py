@@ -44,17 +44,20 @@ def _field(consumer: dict[str, object], section: str, key: str) -> object:
 class OwnershipProbe:
     def __init__(
         self,
-        amqp_url: str,
+        amqp_url: Callable[[], str],
         consumer_tags: Callable[[], dict[int, str]],
         *,
         management_url: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        parts = urlsplit(amqp_url)
-        self._vhost = vhost_of(amqp_url)
+        """`amqp_url` gives the URL of the node the consumers are connected to now: without
+        `management_url`, the API asked is that node's, which follows a cluster failover."""
+        parts = urlsplit(amqp_url())
+        self._vhost = vhost_of(amqp_url())
+        self._amqp_url = amqp_url
+        self._management_url = management_url
         self._consumer_tags = consumer_tags
         self._http = httpx.AsyncClient(
-            base_url=management_url or management_url_for(amqp_url),
             auth=(unquote(parts.username or "guest"), unquote(parts.password or "guest")),
             timeout=REQUEST_TIMEOUT_S,
             transport=transport,
@@ -103,5 +106,6 @@ class OwnershipProbe:
         # A bound of our own besides httpx's: on the loaded test machine (worker on uvloop) a
         # request to the management API hung for a minute and stopped the ownership poll, so
         # no partition was handed over any more.
+        base = self._management_url or management_url_for(self._amqp_url())
         async with asyncio.timeout(REQUEST_TIMEOUT_S + 1):
-            return await self._http.get(path)
+            return await self._http.get(base.rstrip("/") + path)

@@ -23,7 +23,7 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustChannel,
 )
-from aiormq.exceptions import ChannelNotFoundEntity
+from aiormq.exceptions import ChannelLockedResource, ChannelNotFoundEntity
 
 from contracts.codec import AmqpEnvelope
 from contracts.common import SessionState
@@ -43,9 +43,10 @@ log = logging.getLogger(__name__)
 
 # Acks are batched: one frame per record was a large part of the cost of following.
 ACK_EVERY = 100
-# One auto-delete queue per running replica, consumed by it: the broker deletes it when the
-# replica's connection goes, so whether another replica is alive is one passive declare away.
-# (Not an exclusive queue: declaring another connection's fails, and closes the channel.)
+# One exclusive queue per running replica: the broker deletes it when the replica's connection
+# goes, and a passive declare from another connection answers 405 RESOURCE_LOCKED while it
+# lives and 404 NOT_FOUND once it is gone. (RabbitMQ 4.3 refuses transient queues that are
+# not exclusive.) Either answer closes the probing channel, which is reopened per probe.
 PRESENCE_PREFIX = "avatar.presence."
 PROBE_TIMEOUT_S = 5.0
 
@@ -79,7 +80,6 @@ class StateTail:
         # Set and replaced at every ownership record, to wake whoever waits for one.
         self._marked = asyncio.Event()
         self._unacked = 0
-        self._probe: AbstractChannel | None = None
         self._probing = asyncio.Lock()
 
     async def start(self, instance: str) -> None:
@@ -87,8 +87,7 @@ class StateTail:
         `instance` is alive for as long as this connection lives."""
         self._channel = await self._connection.channel(publisher_confirms=False)
         # Declared and consumed on the robust channel: again after a reconnection.
-        presence = await self._channel.declare_queue(PRESENCE_PREFIX + instance, auto_delete=True)
-        await presence.consume(_ignore, no_ack=True)
+        await self._channel.declare_queue(PRESENCE_PREFIX + instance, exclusive=True)
         await self._channel.set_qos(prefetch_count=1000)  # streams need a prefetch
         # Declared (passively) so the robust channel consumes again after a reconnection; it
         # then reads the window again, in order, which leaves the same latest records.
@@ -121,22 +120,28 @@ class StateTail:
             try:
                 async with asyncio.timeout(PROBE_TIMEOUT_S):
                     return await self._alive(instance)
+            except ChannelLockedResource:
+                return True  # held exclusively by its replica's live connection
             except ChannelNotFoundEntity:
-                return False  # it closed the probe channel; opened again next time
+                return False
             except Exception as exc:  # timeout, connection trouble: keep waiting for it
                 log.warning("cannot tell whether %s is alive: %r", instance, exc)
                 return True
 
     async def _alive(self, instance: str) -> bool:
-        if self._probe is None or self._probe.is_closed:
-            self._probe = await self._connection.channel(publisher_confirms=False)
-        name = PRESENCE_PREFIX + instance
-        if isinstance(self._probe, AbstractRobustChannel):
-            # Not restored after a reconnection: it may well not exist by then.
-            await self._probe.declare_queue(name, passive=True, robust=False)
-        else:
-            await self._probe.declare_queue(name, passive=True)
-        return True
+        # Every answer closes the channel (405 or 404), so each probe opens its own.
+        probe = await self._connection.channel(publisher_confirms=False)
+        try:
+            name = PRESENCE_PREFIX + instance
+            if isinstance(probe, AbstractRobustChannel):
+                # Not restored after a reconnection: it may well not exist by then.
+                await probe.declare_queue(name, passive=True, robust=False)
+            else:
+                await probe.declare_queue(name, passive=True)
+        finally:
+            if not probe.is_closed:
+                await probe.close()
+        return True  # our own replica: the exclusive queue is this connection's
 
     def mark(self, partition: int) -> Mark | None:
         return self._marks.get(partition)
@@ -228,7 +233,3 @@ def _aware(at: datetime | None) -> datetime | None:
     if at is None or at.tzinfo is not None:
         return at
     return at.replace(tzinfo=UTC)
-
-
-async def _ignore(message: AbstractIncomingMessage) -> None:
-    """Nothing is ever published to a presence queue: its consumer only keeps it alive."""

@@ -13,6 +13,7 @@ from aio_pika.abc import AbstractConnection
 from yarl import URL
 
 from contracts.client import CommandNotRoutedError
+from worker.bus.connection import broker_reply, split_urls
 from worker.cli.errors import CliError, ExitCode
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -37,15 +38,13 @@ CONNECTION_NAME = "heygen-worker-cli"  # how the management UI names the CLI's c
 
 @asynccontextmanager
 async def connect(url: str, timeout: float) -> AsyncIterator[AbstractConnection]:  # noqa: ASYNC109
-    """A plain (not robust) connection: a CLI call should fail fast rather than retry forever."""
-    if URL(url).scheme not in ("amqp", "amqps"):
-        raise CliError(f"--amqp-url must be amqp:// or amqps://, got {redact(url)}", ExitCode.USAGE)
+    """A plain (not robust) connection to the first of the URLs that answers: a CLI call should
+    fail fast rather than retry forever."""
     try:
-        connection = await aio_pika.connect(
-            url, timeout=timeout, client_properties={"connection_name": CONNECTION_NAME}
-        )
-    except (TimeoutError, aiormq.exceptions.AMQPError, OSError) as exc:
-        raise CliError(f"cannot connect to {redact(url)}: {_connect_reason(exc)}") from None
+        urls = split_urls(url)
+    except ValueError as exc:
+        raise CliError(f"--amqp-url: {exc}", ExitCode.USAGE) from None
+    connection = await _first_answering(urls, timeout)
     # A plain connection that the broker closes leaves consumers waiting forever: cancel the
     # command instead, so a tail does not sit silently on a dead connection.
     task = asyncio.current_task()
@@ -68,6 +67,17 @@ async def connect(url: str, timeout: float) -> AsyncIterator[AbstractConnection]
     finally:
         connection.close_callbacks.discard(on_close)
         await connection.close()
+
+
+async def _first_answering(urls: list[str], timeout: float) -> AbstractConnection:  # noqa: ASYNC109
+    for url in urls:
+        try:
+            return await aio_pika.connect(
+                url, timeout=timeout, client_properties={"connection_name": CONNECTION_NAME}
+            )
+        except (TimeoutError, aiormq.exceptions.AMQPError, OSError) as exc:
+            failure = f"cannot connect to {redact(url)}: {_connect_reason(exc)}"
+    raise CliError(failure)
 
 
 def _connect_reason(exc: BaseException) -> str:
@@ -97,6 +107,4 @@ def broker_errors() -> Iterator[None]:
 
 
 def _broker_text(exc: BaseException) -> str:
-    # aiormq puts the broker's reply text ("NOT_FOUND - no exchange ...") in the last argument.
-    texts = [a for a in exc.args if isinstance(a, str)]
-    return texts[-1] if texts else repr(exc)
+    return broker_reply(exc) or repr(exc)
