@@ -96,5 +96,9 @@ async def serve(settings: SimulatorSettings, stop: asyncio.Event | None = None) 
     """Serve until stop is set (or the task is cancelled)."""
     async with running_simulator(settings) as sim:
         keys = "the configured keys" if settings.api_keys else "any non-empty X-Api-Key"
-        log.info("HeyGen simulator listening on %s (accepting %s)", sim.base_url, keys)
+        log.info(
+            "HeyGen and LiveAvatar simulator listening on %s (HeyGen accepting %s)",
+            sim.base_url,
+            keys,
+        )
         await (stop or asyncio.Event()).wait()

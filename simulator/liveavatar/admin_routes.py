@@ -40,7 +40,7 @@ M = TypeVar("M", bound=_Admin)
 
 def _live(sim: LiveAvatarSimulator, request: web.Request) -> Session:
     session_id = request.match_info["session_id"]
-    session = next((s for s in sim.store.all() if s.session_id == session_id), None)
+    session = sim.store.find(session_id)
     if session is None:
         raise web.HTTPNotFound(
             text=f'{{"error": "unknown session {session_id}"}}', content_type=JSON

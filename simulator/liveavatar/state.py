@@ -12,6 +12,7 @@ import math
 import secrets
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -90,6 +91,8 @@ class SessionStore:
         self._clock = clock
         self._wall_clock = wall_clock
         self._sessions: dict[str, Session] = {}
+        self._live: dict[str, Session] = {}  # active ones, in the order they started
+        self._live_per_key: Counter[str] = Counter()
         self._by_token: dict[str, Session] = {}
         self._by_agent_token: dict[str, Session] = {}
         self._balances: dict[str, float] = {}
@@ -130,12 +133,18 @@ class SessionStore:
             self.check(session)
         return session
 
+    def find(self, session_id: str) -> Session | None:
+        """Any key's session (deadlines checked), for the admin API."""
+        session = self._sessions.get(session_id)
+        if session is not None:
+            self.check(session)
+        return session
+
     def listed(self, api_key: str, status: Status) -> list[Session]:
         """The key's sessions in `status`, newest first."""
-        for session in self._sessions.values():
-            self.check(session)
-        found = [s for s in self._sessions.values() if s.api_key == api_key and s.status is status]
-        return found[::-1]
+        self.sweep()
+        pool = self._live if status is Status.ACTIVE else self._sessions
+        return [s for s in reversed(pool.values()) if s.api_key == api_key and s.status is status]
 
     def all(self) -> list[Session]:
         self.sweep()
@@ -145,7 +154,7 @@ class SessionStore:
         return dict(self._balances)
 
     def live(self) -> list[Session]:
-        return [s for s in self._sessions.values() if s.status is Status.ACTIVE]
+        return list(self._live.values())
 
     def row(self, session: Session) -> dict[str, Any]:
         """The session as GET /v1/sessions lists it."""
@@ -187,8 +196,7 @@ class SessionStore:
         if session.status is not Status.CREATED:
             raise ApiError(400, 400, "Session already started")
         settings = self._settings()
-        live = sum(1 for s in self.live() if s.api_key == session.api_key)
-        if live >= settings.concurrency_limit:
+        if self._live_per_key[session.api_key] >= settings.concurrency_limit:
             raise ApiError(429, 429, "Concurrent session limit reached")
         if self.balance(session.api_key) < session.rate:
             raise ApiError(402, 402, "Insufficient credits")
@@ -202,6 +210,8 @@ class SessionStore:
         session.agent_token = _token()
         session.client_token = _token()
         self._by_agent_token[session.agent_token] = session
+        self._live[session.session_id] = session
+        self._live_per_key[session.api_key] += 1
         self._charge(session)
 
     def touch(self, session: Session) -> None:
@@ -214,6 +224,8 @@ class SessionStore:
     def end(self, session: Session, reason: EndReason) -> None:
         if session.status is Status.ENDED:
             raise not_active(session.session_id)
+        if self._live.pop(session.session_id, None) is not None:
+            self._live_per_key[session.api_key] -= 1
         session.status = Status.ENDED
         session.end_reason = reason
         session.ended_wall = self._wall_clock()
@@ -246,6 +258,7 @@ class SessionStore:
         self._sessions.clear()
         self._by_token.clear()
         self._by_agent_token.clear()
+        self._live_per_key.clear()
         self._balances.clear()
         self.default_credits = self._settings().credits
 

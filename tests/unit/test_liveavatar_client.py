@@ -12,6 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from tests.unit.test_heygen_client import Recorder
 from worker.providers.base import (
     AuthenticationError,
     CapacityError,
@@ -65,24 +66,6 @@ def error(status: int, message: str, **headers: str) -> httpx.Response:
     return httpx.Response(
         status, json={"code": status, "data": None, "message": message}, headers=headers
     )
-
-
-class Recorder:
-    """A MockTransport handler answering from a list (the last answer repeats) that records."""
-
-    def __init__(self, *answers: httpx.Response | Exception) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        reply = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
-
-    def paths(self) -> list[str]:
-        return [r.url.path for r in self.requests]
 
 
 async def no_sleep(_: float) -> None:
@@ -224,7 +207,8 @@ async def test_an_ambiguous_start_exposes_the_billed_session() -> None:
     async with client(recorder) as liveavatar:
         with pytest.raises(SessionStartError) as raised:
             await liveavatar.open_session(CONFIG)
-    assert recorder.paths() == ["/v1/sessions/token", "/v1/sessions/start"]  # start not repeated
+    paths = [r.url.path for r in recorder.requests]
+    assert paths == ["/v1/sessions/token", "/v1/sessions/start"]  # start not repeated
     assert raised.value.session_id == SID
     assert raised.value.billed
     assert isinstance(raised.value.cause, ProviderTimeoutError)
@@ -276,8 +260,7 @@ async def test_stop_sends_the_reason() -> None:
     async with client(recorder) as liveavatar:
         await liveavatar.stop(SID, "USER_CLOSED")
         await liveavatar.stop(SID)
-    bodies = [json.loads(r.content) for r in recorder.requests]
-    assert bodies == [{"session_id": SID, "reason": "USER_CLOSED"}, {"session_id": SID}]
+    assert recorder.bodies() == [{"session_id": SID, "reason": "USER_CLOSED"}, {"session_id": SID}]
 
 
 async def test_the_active_list_is_read_page_by_page() -> None:
