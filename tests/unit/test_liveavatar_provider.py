@@ -301,3 +301,14 @@ async def test_no_token_in_reprs_or_logs(
     for text in texts:
         assert KEY not in text
         assert agent_token not in text
+
+
+async def test_more_rooms_than_a_default_connection_pool_holds(
+    sim: RunningSimulator, provider: LiveAvatarProvider, observer: Observer
+) -> None:
+    # Every joined room holds a connection: aiohttp's default pool of 100 would stall here.
+    await sim.admin.configure_liveavatar(concurrency_limit=200)
+    created = [await live(provider) for _ in range(105)]
+    sid = created[-1].provider_session_id
+    await provider.speak(sid, "the last one", command_id="last")
+    assert await observer.next() == SpeechStarted(sid, "last")

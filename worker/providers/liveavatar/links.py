@@ -35,7 +35,9 @@ class RoomLinks:
                 "WebSocket, not LiveKit",
                 self._api_base_url,
             )
-            self._http = aiohttp.ClientSession()
+            # Each link holds its connection for the session's life: no pool limit (aiohttp's
+            # default of 100 would stall the 101st join).
+            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         return WebSocketRoomLink(self._http)
 
     async def aclose(self) -> None:
