@@ -44,7 +44,9 @@ class LiveAvatarAdmin(SimulatorAdmin):
         ]
         return faults
 
-    async def clear_liveavatar_faults(self) -> None:
+    async def clear_faults(self) -> None:
+        """Both APIs' faults."""
+        await super().clear_faults()
         await self._call("DELETE", f"{PREFIX}/faults")
 
     async def end_session(
@@ -76,7 +78,9 @@ class LiveAvatarAdmin(SimulatorAdmin):
         config: dict[str, Any] = await self._call("PATCH", f"{PREFIX}/config", json=changes)
         return config
 
-    async def reset_liveavatar(self) -> None:
+    async def reset(self) -> None:
+        """Both APIs, as freshly started."""
+        await super().reset()
         await self._call("POST", f"{PREFIX}/reset")
 
     async def liveavatar_stats(self) -> LiveAvatarStats:

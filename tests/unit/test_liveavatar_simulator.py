@@ -375,3 +375,21 @@ async def test_room_faults_refuse_and_drop_the_socket(
     again = await join(http, session)  # the session lives on; the worker may join again
     await again.send("avatar.speak_text", text="back")
     assert (await again.next())["event_type"] == "avatar.speak_started"
+
+
+async def test_reset_and_clearing_faults_cover_liveavatar_too(
+    sim: RunningSimulator, api: httpx.AsyncClient, http: aiohttp.ClientSession
+) -> None:
+    await sim.admin.configure_liveavatar(idle_timeout_s=99)
+    await sim.admin.set_credits(7)
+    session = await started(api)
+    room = await join(http, session)
+    await sim.admin.add_liveavatar_fault("users.credits", status=500)
+    await sim.admin.clear_faults()
+    assert await credits_left(api) == 5
+    await sim.admin.reset()
+    assert (await room.until("session.stopped"))["end_reason"] == "SERVER_ERROR"
+    stats = await sim.admin.liveavatar_stats()
+    assert (stats.sessions, stats.calls) == ({}, {})
+    assert await credits_left(api) == 1000
+    assert (await sim.admin.configure_liveavatar())["idle_timeout_s"] == 300
