@@ -312,3 +312,15 @@ async def test_more_rooms_than_a_default_connection_pool_holds(
     sid = created[-1].provider_session_id
     await provider.speak(sid, "the last one", command_id="last")
     assert await observer.next() == SpeechStarted(sid, "last")
+
+
+async def test_a_refused_start_needs_no_stop(
+    sim: RunningSimulator, provider: LiveAvatarProvider
+) -> None:
+    await sim.admin.set_credits(1)
+    with pytest.raises(CapacityError):
+        await provider.create(PROFILE)
+    stats = await sim.admin.liveavatar_stats()
+    assert "sessions.stop" not in stats.calls
+    [session] = stats.sessions.values()
+    assert session.status == "created"  # never live, never billed

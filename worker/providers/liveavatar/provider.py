@@ -119,7 +119,8 @@ class LiveAvatarProvider(Provider):
         try:
             started = await self.client.open_session(config, deadline=deadline)
         except SessionStartError as failed:
-            await self._stop_after_failed_start(failed.session_id)
+            if failed.billed:  # a start refused outright never went live
+                await self._stop_after_failed_start(failed.session_id)
             raise failed.cause from failed
         try:
             resume = _resume(started)
