@@ -126,6 +126,12 @@ async def test_speech_is_observed_and_matched_to_its_command(
     ]
 
 
+async def test_a_speak_too_long_for_one_packet_is_refused(provider: LiveAvatarProvider) -> None:
+    sid = (await live(provider)).provider_session_id
+    with pytest.raises(InvalidRequestError, match="bytes"):
+        await provider.speak(sid, "word " * 4000, command_id="long")
+
+
 async def test_interrupt_ends_the_speech_now(
     provider: LiveAvatarProvider, observer: Observer
 ) -> None:

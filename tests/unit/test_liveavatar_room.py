@@ -30,8 +30,10 @@ from worker.providers.liveavatar import packets
 from worker.providers.liveavatar.livekit_link import LiveKitRoomLink
 from worker.providers.liveavatar.room import (
     CONTROL_TOPIC,
+    MAX_PACKET_BYTES,
     RESPONSE_TOPIC,
     Packet,
+    PacketTooLargeError,
     RoomLink,
     RoomLinkError,
     is_room_stand_in,
@@ -170,6 +172,20 @@ async def test_commands_are_reliable_json_packets_on_agent_control() -> None:
             CONTROL_TOPIC,
         ),
     ]
+
+
+async def test_packets_are_utf8_and_bounded_by_livekits_limit() -> None:
+    room = FakeRoom()
+    link = await livekit_link(room)
+    text = "\N{WAVING HAND SIGN}" * 2000  # the longest speak, four bytes a character
+    await link.send(packets.speak(SID, "cmd-1", text, "repeat"))
+    [(payload, _, _)] = room.participant.published
+    assert isinstance(payload, bytes)
+    assert len(payload) <= MAX_PACKET_BYTES
+    assert json.loads(payload)["text"] == text
+    with pytest.raises(PacketTooLargeError):
+        await link.send(packets.speak(SID, "cmd-2", "x" * MAX_PACKET_BYTES, "repeat"))
+    assert len(room.participant.published) == 1
 
 
 async def test_only_agent_response_packets_that_are_json_objects_come_out() -> None:

@@ -72,9 +72,10 @@ class LiveKitRoomLink(RoomLink):
     async def send(self, packet: Mapping[str, Any]) -> None:
         if self._room is None or self._ended:
             raise RoomLinkError("the room link is not connected")
+        data = encode(packet)
         try:
             await self._room.local_participant.publish_data(
-                encode(packet), reliable=True, topic=CONTROL_TOPIC
+                data, reliable=True, topic=CONTROL_TOPIC
             )
         except Exception as exc:  # PublishDataError, or the SDK's RuntimeError when torn down
             raise RoomLinkError(f"cannot publish to the room: {exc}") from None

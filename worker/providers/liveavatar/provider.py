@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from worker.providers.base import (
     BrowserConnection,
     Created,
+    InvalidRequestError,
     LinkLost,
     Observed,
     Provider,
@@ -46,7 +47,7 @@ from worker.providers.liveavatar.config import session_config
 from worker.providers.liveavatar.errors import SessionStartError
 from worker.providers.liveavatar.links import RoomLinks
 from worker.providers.liveavatar.models import EndReason, StartedSession
-from worker.providers.liveavatar.room import RoomLink, RoomLinkError
+from worker.providers.liveavatar.room import PacketTooLargeError, RoomLink, RoomLinkError
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +252,8 @@ class LiveAvatarProvider(Provider):
         link = await self._linked(session_id, attached, deadline)
         try:
             await link.send(packet)
+        except PacketTooLargeError as error:
+            raise InvalidRequestError(str(error), endpoint=endpoint) from None
         except RoomLinkError as error:
             # The packet may have reached the room: a speak is not repeated.
             raise TransportError(str(error), endpoint=endpoint, request_sent=True) from None

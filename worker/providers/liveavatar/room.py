@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 CONTROL_TOPIC = "agent-control"
 RESPONSE_TOPIC = "agent-response"
+# LiveKit's limit for one reliable data packet's payload.
+MAX_PACKET_BYTES = 15 * 1024
 
 Packet = dict[str, Any]
 
@@ -34,13 +36,23 @@ class RoomLinkError(Exception):
     """The link could not be opened, could not send, or dropped. Never holds a token."""
 
 
+class PacketTooLargeError(RoomLinkError):
+    """The packet exceeds what one reliable data packet carries; nothing was sent."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Ended:
     error: RoomLinkError | None
 
 
-def encode(packet: Mapping[str, Any]) -> str:
-    return json.dumps(packet, separators=(",", ":"))
+def encode(packet: Mapping[str, Any]) -> bytes:
+    """The packet as UTF-8 JSON (not \\u-escaped: 2,000 characters of text must fit)."""
+    data = json.dumps(packet, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(data) > MAX_PACKET_BYTES:
+        raise PacketTooLargeError(
+            f"the packet is {len(data)} bytes; a reliable data packet holds {MAX_PACKET_BYTES}"
+        )
+    return data
 
 
 class RoomLink(ABC):

@@ -41,8 +41,9 @@ class WebSocketRoomLink(RoomLink):
         socket = self._socket
         if socket is None or socket.closed or self._ended:
             raise RoomLinkError("the room link is not connected")
+        frame = encode(packet).decode()
         try:
-            await socket.send_str(encode(packet))
+            await socket.send_str(frame)
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
             raise RoomLinkError(f"cannot send to the room: {type(exc).__name__}") from None
 
