@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -25,6 +25,7 @@ from worker.providers.base import (
     ProviderTimeoutError,
     RemoteStopped,
     ServerError,
+    SessionClosedError,
     SessionProfile,
     SpeechEnded,
     SpeechStarted,
@@ -33,7 +34,7 @@ from worker.providers.base import (
     UserSpeechStarted,
     UserTranscription,
 )
-from worker.providers.liveavatar import LiveAvatarClient
+from worker.providers.liveavatar import LiveAvatarClient, RoomLink, RoomLinkError, RoomLinks
 from worker.providers.liveavatar.provider import LiveAvatarProvider
 from worker.providers.retry import RetryPolicy
 
@@ -330,3 +331,55 @@ async def test_a_refused_start_needs_no_stop(
     assert "sessions.stop" not in stats.calls
     [session] = stats.sessions.values()
     assert session.status == "created"  # never live, never billed
+
+
+class FakeLink(RoomLink):
+    """A link that joins anything and drops when told."""
+
+    async def connect(self, url: str, token: SecretStr) -> None:
+        return None
+
+    async def send(self, packet: Mapping[str, Any]) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._end(None)
+
+    def drop(self) -> None:
+        self._end(RoomLinkError("dropped"))
+
+
+class FakeLinks(RoomLinks):
+    def __init__(self) -> None:
+        super().__init__("http://unused.invalid")
+        self.made: list[FakeLink] = []
+
+    def __call__(self, livekit_url: str) -> RoomLink:
+        self.made.append(FakeLink())
+        return self.made[-1]
+
+
+async def test_a_drop_after_a_silent_remote_end_is_observed_as_the_end(
+    sim: RunningSimulator,
+) -> None:
+    links = FakeLinks()
+    client = LiveAvatarClient(SecretStr(KEY), sim.base_url)
+    async with LiveAvatarProvider(client, links) as provider:
+        observer = Observer(provider)
+        sid = (await live(provider)).provider_session_id
+        await sim.admin.end_session(sid, "AVATAR_DELETED")  # its session.stopped never arrives
+        links.made[-1].drop()
+        assert await observer.next() == RemoteStopped(sid, "AVATAR_DELETED")
+
+
+async def test_joining_the_room_of_an_ended_session_says_it_is_closed(
+    sim: RunningSimulator, provider: LiveAvatarProvider, observer: Observer
+) -> None:
+    created = await live(provider)
+    sid = created.provider_session_id
+    await sim.admin.drop_room(sid)
+    assert isinstance(await observer.next(), LinkLost)
+    await provider.client.stop(sid)  # ended behind the provider's back while the room was down
+    with pytest.raises(SessionClosedError) as raised:
+        await provider.speak(sid, "anyone there?", command_id="late")
+    assert raised.value.closed

@@ -168,6 +168,17 @@ class LiveAvatarProvider(Provider):
                 await self._detach(attached)
         return Stopped(await self._credits_consumed(provider_session_id, deadline))
 
+    async def _end_reason(self, session_id: str, deadline: float | None) -> str | None:
+        """LiveAvatar's end reason when it says the session is over; None while it runs, or
+        when it cannot say."""
+        try:
+            row = await self.client.get_session(session_id, deadline=deadline)
+        except SessionClosedError:
+            return "UNKNOWN"  # not found: gone
+        except ProviderError:
+            return None
+        return row.end_reason or ("UNKNOWN" if row.end_at else None)
+
     async def _credits_consumed(self, session_id: str, deadline: float | None) -> float | None:
         """What LiveAvatar says the session cost; None when it cannot say in time."""
         try:
@@ -278,6 +289,11 @@ class LiveAvatarProvider(Provider):
                     f"room not joined within {budget:.3g}s", endpoint="room.join"
                 ) from None
             except RoomLinkError as error:
+                reason = await self._end_reason(session_id, deadline)
+                if reason is not None:  # not a link problem: the session is over
+                    raise SessionClosedError(
+                        f"the session has ended ({reason})", endpoint="room.join", closed=True
+                    ) from None
                 raise TransportError(str(error), endpoint="room.join", request_sent=True) from None
             attached.link = link
             attached.reader = asyncio.create_task(
@@ -286,8 +302,9 @@ class LiveAvatarProvider(Provider):
             return link
 
     async def _read(self, session_id: str, attached: _Attached, link: RoomLink) -> None:
-        """The room's packets into observed(); a drop becomes LinkLost unless the session ended
-        (then RemoteStopped already said why) or we are leaving."""
+        """The room's packets into observed(). A drop is LinkLost, or RemoteStopped when
+        LiveAvatar says the session ended and its session.stopped never reached us; nothing when
+        session.stopped came already or we are leaving."""
         ended = False
         try:
             async for packet in link.packets():
@@ -298,7 +315,10 @@ class LiveAvatarProvider(Provider):
                 self._observed.put_nowait(event)
         except RoomLinkError as error:
             if not (ended or attached.stopping):
-                self._observed.put_nowait(LinkLost(session_id, str(error)))
+                reason = await self._end_reason(session_id, time.monotonic() + CLEANUP_TIMEOUT_S)
+                ended = reason is not None
+                lost = LinkLost(session_id, str(error))
+                self._observed.put_nowait(RemoteStopped(session_id, reason) if reason else lost)
         if ended and self._attached.get(session_id) is attached:
             del self._attached[session_id]
             await link.close()
