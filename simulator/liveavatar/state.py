@@ -115,27 +115,23 @@ class SessionStore:
 
     def get(self, api_key: str, session_id: str) -> Session:
         """The key's session (deadlines checked); 404 for an unknown or foreign one."""
-        session = self._sessions.get(session_id)
+        session = self.find(session_id)
         if session is None or session.api_key != api_key:
             raise not_found("Session")
-        self.check(session)
-        return session
-
-    def by_session_token(self, token: str) -> Session | None:
-        session = self._by_token.get(token)
-        if session is not None:
-            self.check(session)
-        return session
-
-    def by_agent_token(self, token: str) -> Session | None:
-        session = self._by_agent_token.get(token)
-        if session is not None:
-            self.check(session)
         return session
 
     def find(self, session_id: str) -> Session | None:
-        """Any key's session (deadlines checked), for the admin API."""
-        session = self._sessions.get(session_id)
+        """Any key's session, for the admin API."""
+        return self._checked(self._sessions.get(session_id))
+
+    def by_session_token(self, token: str) -> Session | None:
+        return self._checked(self._by_token.get(token))
+
+    def by_agent_token(self, token: str) -> Session | None:
+        return self._checked(self._by_agent_token.get(token))
+
+    def _checked(self, session: Session | None) -> Session | None:
+        """`session` with its deadlines checked first (it may have just ended)."""
         if session is not None:
             self.check(session)
         return session
