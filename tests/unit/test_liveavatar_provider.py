@@ -280,6 +280,12 @@ async def test_what_liveavatar_cannot_honour_is_refused(
         await provider.create(profile)
 
 
+async def test_an_sdp_answer_is_refused(provider: LiveAvatarProvider) -> None:
+    created = await provider.create(PROFILE)
+    with pytest.raises(UnsupportedError):
+        await provider.start(created.provider_session_id, resume=created.resume, sdp_answer="v=0")
+
+
 async def test_close_ends_observed(sim: RunningSimulator) -> None:
     provider = new_provider(sim)
     observer = Observer(provider)

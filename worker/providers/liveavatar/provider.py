@@ -40,6 +40,7 @@ from worker.providers.base import (
     TaskMode,
     TaskType,
     TransportError,
+    UnsupportedError,
 )
 from worker.providers.liveavatar import packets
 from worker.providers.liveavatar.client import LiveAvatarClient
@@ -206,6 +207,8 @@ class LiveAvatarProvider(Provider):
         deadline: float | None = None,
     ) -> None:
         """Join the session's room (again, after a drop or a takeover); a no-op while joined."""
+        if sdp_answer is not None:
+            raise UnsupportedError("liveavatar takes no SDP answer", endpoint="room.join")
         attached = self._attached.get(provider_session_id)
         if attached is None:
             if resume is None:
