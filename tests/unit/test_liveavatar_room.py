@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -239,9 +240,16 @@ async def test_a_failed_publish_is_a_room_link_error() -> None:
         await link.send(packets.interrupt(SID, "x"))
 
 
-def test_the_default_room_is_livekits_own() -> None:
+async def test_the_sdks_own_refusal_is_a_room_link_error_without_the_token() -> None:
+    # The real rtc.Room, against a port nothing listens on: no LiveKit server runs here.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     link = LiveKitRoomLink()
-    assert link._room_factory is rtc.Room
+    with pytest.raises(RoomLinkError) as raised:
+        await link.connect(f"ws://127.0.0.1:{port}", TOKEN)
+    assert TOKEN.get_secret_value() not in str(raised.value)
+    await link.close()
 
 
 @pytest.mark.parametrize(
