@@ -129,14 +129,14 @@ class SessionPool:
             try:
                 await self._services.provider(session).keep_alive(session.heygen_session_id)
             except SessionClosedError as exc:
-                metrics.child(metrics.keepalives_total, "closed").inc()
+                metrics.child(metrics.keepalives_total, session.provider, "closed").inc()
                 await self._reconnect(session, f"keep-alive: {exc.message}")
                 return
             except ProviderError as exc:
-                metrics.child(metrics.keepalives_total, "failed").inc()
+                metrics.child(metrics.keepalives_total, session.provider, "failed").inc()
                 await self._keepalive_failed(session, exc)
                 return
-        metrics.child(metrics.keepalives_total, "ok").inc()
+        metrics.child(metrics.keepalives_total, session.provider, "ok").inc()
         session.keepalive_failures = 0
         session.kept_alive()
         self._services.watch(session)

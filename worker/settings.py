@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from contracts.common import Provider
 from worker.bus.connection import split_urls
 
 
@@ -50,6 +51,25 @@ class WorkerSettings(BaseSettings):
     heygen_base_url: str = Field("https://api.heygen.com", validation_alias=_env("HEYGEN_BASE_URL"))
     heygen_timeout_s: float = Field(30.0, gt=0, validation_alias=_env("HEYGEN_TIMEOUT_S"))
     simulator_port: int = Field(8090, ge=0, le=65535, validation_alias=_env("SIMULATOR_PORT"))
+    default_provider: Provider = Field(
+        Provider.HEYGEN, validation_alias=_env("WORKER_DEFAULT_PROVIDER")
+    )
+    liveavatar_api_key: SecretStr | None = Field(None, validation_alias=_env("LIVEAVATAR_API_KEY"))
+    liveavatar_api_key_file: Path | None = Field(
+        None, validation_alias=_env("LIVEAVATAR_API_KEY_FILE")
+    )
+    liveavatar_base_url: str = Field(
+        "https://api.liveavatar.com", validation_alias=_env("LIVEAVATAR_BASE_URL")
+    )
+    liveavatar_timeout_s: float = Field(30.0, gt=0, validation_alias=_env("LIVEAVATAR_TIMEOUT_S"))
+    credits_poll_s: float = Field(60, gt=0, validation_alias=_env("WORKER_CREDITS_POLL_S"))
+    # The alert fires when the balance covers fewer minutes than this at the live sessions' burn.
+    credit_alert_minutes: float = Field(
+        60, gt=0, validation_alias=_env("WORKER_CREDIT_ALERT_MINUTES")
+    )
+    speech_start_timeout_s: float = Field(
+        15, gt=0, validation_alias=_env("WORKER_SPEECH_START_TIMEOUT_S")
+    )
 
     partitions: int = Field(8, ge=1, le=1024, validation_alias=_env("WORKER_PARTITIONS"))
     prefetch: int = Field(64, ge=1, le=10_000, validation_alias=_env("WORKER_PREFETCH"))

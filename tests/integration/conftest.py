@@ -69,8 +69,14 @@ def answer_to(command: CommandBase, types: set[str] | None = None) -> Callable[[
     return lambda e: e.causation_id == command.command_id and e.type in wanted
 
 
+# The simulator takes any non-empty LiveAvatar key; LiveAvatar's avatar ids are uuids.
+LIVEAVATAR_KEY = "test-liveavatar-key"
+LIVEAVATAR_AVATAR = "2f5b3c6e-9a41-4f4f-8a55-6f2d1c0b7e11"
+
+
 def create(session_id: str, **kw: Any) -> SessionCreate:
-    return SessionCreate(session_id=session_id, avatar_id=AVATAR, **kw)
+    kw.setdefault("avatar_id", AVATAR)
+    return SessionCreate(session_id=session_id, **kw)
 
 
 class EventTap:
@@ -334,6 +340,8 @@ def worker_settings(amqp_url: str, sim: RunningSimulator, **overrides: Any) -> W
         "amqp_url": amqp_url,
         "heygen_api_key": sim.api_key,
         "heygen_base_url": sim.base_url,
+        "liveavatar_api_key": LIVEAVATAR_KEY,
+        "liveavatar_base_url": sim.base_url,
         "partitions": PARTITIONS,
         "metrics_port": 0,
         "metrics_host": "127.0.0.1",

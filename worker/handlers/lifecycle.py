@@ -68,7 +68,7 @@ async def create_session(cmd: SessionCreate, ctx: CommandContext) -> None:
     try:
         registry.add(session)
     except CapacityExceeded as exc:
-        created.labels(outcome="capacity").inc()
+        created.labels(provider=session.provider, outcome="capacity").inc()
         raise Rejected(RejectCode.CAPACITY, str(exc)) from exc
     # If this replica dies before the answer's snapshot, the next owner knows a provider session
     # may exist that no event names, and stops it (worker/orphans.py).
@@ -80,17 +80,17 @@ async def create_session(cmd: SessionCreate, ctx: CommandContext) -> None:
         made = await ctx.services.provider(session).create(profile_of(cmd), deadline=ctx.deadline)
     except CapacityError as exc:
         registry.remove(cmd.session_id)
-        created.labels(outcome="capacity").inc()
+        created.labels(provider=session.provider, outcome="capacity").inc()
         raise Rejected(
             RejectCode.CAPACITY, f"{session.provider} refused a new session: {exc.message}"
         ) from exc
     except BaseException as exc:
         registry.remove(cmd.session_id)
-        created.labels(outcome="failed").inc()
+        created.labels(provider=session.provider, outcome="failed").inc()
         if may_have_acted(exc) and ctx.services.orphans is not None:
             ctx.services.orphans.suspect(checkpointed)  # a timeout is no proof of nothing made
         raise
-    created.labels(outcome="ok").inc()
+    created.labels(provider=session.provider, outcome="ok").inc()
     session.heygen_session_id = made.provider_session_id
     session.resume = made.resume
     session.billing_started_at = time.monotonic()
@@ -233,7 +233,7 @@ async def end_session(
         credits_source="estimate" if consumed is None else "provider",
     )
     metrics = services.metrics
-    metrics.sessions_stopped_total.labels(reason=reason.value).inc()
+    metrics.sessions_stopped_total.labels(session.provider, reason.value).inc()
     metrics.session_duration_seconds.labels(reason=reason.value).observe(billed)
     account_billing(services, session)
     await services.emitter.emit(

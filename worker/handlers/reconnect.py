@@ -63,7 +63,7 @@ async def reconnect(
             session.touch()
             session.went_live()  # sessions often reconnect together, after a HeyGen outage
             session.transition(SessionState.READY)
-            metrics.reconnects_total.labels(outcome="ok").inc()
+            metrics.reconnects_total.labels(provider=session.provider, outcome="ok").inc()
             await services.emitter.emit(
                 SessionReconnected,
                 session=session,
@@ -74,10 +74,10 @@ async def reconnect(
             )
             services.watch(session)
             return True
-        metrics.reconnects_total.labels(outcome="attempt_failed").inc()
+        metrics.reconnects_total.labels(provider=session.provider, outcome="attempt_failed").inc()
         if attempt < attempts:
             await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)))
-    metrics.reconnects_total.labels(outcome="gave_up").inc()
+    metrics.reconnects_total.labels(provider=session.provider, outcome="gave_up").inc()
     await _give_up(
         services, session, cause, f"reconnection failed after {attempts} attempts ({reason})"
     )

@@ -84,7 +84,9 @@ async def _speak(cmd: SessionSpeak, ctx: CommandContext, session: Session) -> No
     session.tasks += 1
     session.characters += len(cmd.text)
     metrics = ctx.services.metrics
-    metrics.child(metrics.speech_tasks_total, cmd.task_type.value, cmd.task_mode.value).inc()
+    metrics.child(
+        metrics.speech_tasks_total, session.provider, cmd.task_type.value, cmd.task_mode.value
+    ).inc()
     metrics.speech_characters_total.inc(len(cmd.text))
     await ctx.emit(
         SpeechStarted,
@@ -130,6 +132,12 @@ async def _started(ctx: CommandContext, session: Session, wait: SpeechWait) -> N
             "still speak it, without a speech.started)",
             endpoint="speak",
         ) from None
+    if wait.dropped == "lost":
+        raise SessionClosedError(
+            "the session dropped before the avatar started speaking", endpoint="speak", closed=True
+        )
+    if wait.dropped is not None:
+        raise Rejected(RejectCode.CANCELLED, "cut by an interrupt or stop before it started")
 
 
 def _really_closed(ctx: CommandContext, session: Session, exc: SessionClosedError) -> bool:

@@ -64,6 +64,13 @@ class SpeechWait:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     announced: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    # Why it will never be observed: "cut" (interrupt, stop) or "lost" (the session dropped).
+    dropped: str | None = None
+
+    def drop(self, why: str) -> None:
+        self.dropped = self.dropped or why
+        self.started.set()  # wakes a speak still waiting for the start; it reads `dropped`
+        self.ended.set()
 
 
 @dataclass(eq=False, slots=True)
@@ -174,6 +181,9 @@ class Session:
         for timer in self.speech_timers:
             timer.cancel()
         self.speech_timers.clear()
+        self.drop_speech_waits("cut")
+
+    def drop_speech_waits(self, why: str) -> None:
         for wait in self.speech_waits.values():
-            wait.ended.set()
+            wait.drop(why)
         self.speech_waits.clear()
