@@ -4,8 +4,8 @@ the bundled simulator standing in (loudly) for any provider that has no key."""
 from __future__ import annotations
 
 import logging
-from functools import partial
 from contextlib import AsyncExitStack
+from functools import partial
 
 import httpx
 from pydantic import SecretStr
