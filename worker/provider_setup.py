@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from contextlib import AsyncExitStack
 from functools import partial
+from pathlib import Path
 
 import httpx
 from pydantic import SecretStr
@@ -55,12 +56,7 @@ class ProviderSetup:
 
     async def _heygen(self) -> HeyGenProvider:
         s = self._settings
-        api_key = load_api_key(
-            {
-                KEY_VAR: s.heygen_api_key.get_secret_value() if s.heygen_api_key else "",
-                FILE_VAR: str(s.heygen_api_key_file or ""),
-            }
-        )
+        api_key = _key(s.heygen_api_key, s.heygen_api_key_file, KEY_VAR, FILE_VAR)
         base_url = s.heygen_base_url
         if api_key is None:
             simulator = await self._bundled("HeyGen", "HEYGEN_API_KEY (or HEYGEN_API_KEY_FILE)")
@@ -80,15 +76,8 @@ class ProviderSetup:
 
     async def _liveavatar(self) -> LiveAvatarProvider:
         s = self._settings
-        api_key = load_api_key(
-            {
-                LIVEAVATAR_KEY_VAR: (
-                    s.liveavatar_api_key.get_secret_value() if s.liveavatar_api_key else ""
-                ),
-                LIVEAVATAR_FILE_VAR: str(s.liveavatar_api_key_file or ""),
-            },
-            key_var=LIVEAVATAR_KEY_VAR,
-            file_var=LIVEAVATAR_FILE_VAR,
+        api_key = _key(
+            s.liveavatar_api_key, s.liveavatar_api_key_file, LIVEAVATAR_KEY_VAR, LIVEAVATAR_FILE_VAR
         )
         base_url = s.liveavatar_base_url
         if api_key is None:
@@ -141,3 +130,11 @@ class ProviderSetup:
     ) -> None:
         kind = getattr(error, "kind", "other")
         self._metrics.heygen_retries_total.labels(provider, endpoint, kind).inc()
+
+
+def _key(
+    value: SecretStr | None, file: Path | None, key_var: str, file_var: str
+) -> SecretStr | None:
+    """The key from its setting or its file (ApiKeyError names the variable when unusable)."""
+    env = {key_var: value.get_secret_value() if value else "", file_var: str(file or "")}
+    return load_api_key(env, key_var=key_var, file_var=file_var)

@@ -483,12 +483,16 @@ async def worker_process(
     """Run a worker process against the vhost and the in-test simulator; killed if still up."""
     port = free_port()
     variables = {
-        k: v for k, v in os.environ.items() if not k.startswith(("HEYGEN_", "WORKER_", "AMQP_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HEYGEN_", "LIVEAVATAR_", "WORKER_", "AMQP_"))
     }
     variables.update(
         AMQP_URL=amqp_url,
         HEYGEN_API_KEY=sim.api_key,
         HEYGEN_BASE_URL=sim.base_url,
+        LIVEAVATAR_API_KEY=LIVEAVATAR_KEY,
+        LIVEAVATAR_BASE_URL=sim.base_url,
         METRICS_PORT=str(port),
         METRICS_HOST="127.0.0.1",
         WORKER_PARTITIONS=str(PARTITIONS),

@@ -244,3 +244,16 @@ async def test_retry_after_past_the_deadline_is_not_waited_for() -> None:
     with pytest.raises(RateLimitedError):
         await policy_with(fake).run("streaming.task", call, deadline=2.0)
     assert fake.slept == []
+
+
+async def test_another_providers_table_decides_what_is_retried() -> None:
+    fake = FakeTime()
+    # "sessions.keep-alive" is unknown to HeyGen's table (unsafe there): its own table says
+    # a server error there is worth repeating.
+    call = Script(sample("5xx"))
+    with pytest.raises(ServerError):
+        await policy_with(fake).run("sessions.keep-alive", call, deadline=None)
+    call = Script(sample("5xx"))
+    own = policy_with(fake)
+    assert await own.run("sessions.keep-alive", call, deadline=None, retried=lambda e, _: True)
+    assert call.calls == 2

@@ -82,15 +82,21 @@ class RetryPolicy:
         return delay
 
     async def run(
-        self, endpoint: str, call: Callable[[], Awaitable[T]], *, deadline: float | None
+        self,
+        endpoint: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        deadline: float | None,
+        retried: Callable[[str, ProviderError], bool] = is_retried,
     ) -> T:
-        """Await `call()`, repeating it on errors the table allows, within `deadline`."""
+        """Await `call()`, repeating it on errors the table allows, within `deadline`.
+        `retried` is the retry table (HeyGen's by default; another provider passes its own)."""
         attempt = 1
         while True:
             try:
                 return await call()
             except ProviderError as error:
-                if attempt >= self.max_attempts or not is_retried(endpoint, error):
+                if attempt >= self.max_attempts or not retried(endpoint, error):
                     raise
                 delay = self.delay_before_retry(error, attempt)
                 if delay is None or (deadline is not None and self.clock() + delay >= deadline):
