@@ -242,7 +242,7 @@ class Handover:
                 continue
             if snapshot.state is SessionState.CREATING and snapshot.heygen_session_id is None:
                 # Cut short during streaming.new: the create is redelivered and runs again, and
-                # the HeyGen session the first try may have made is hunted down.
+                # the provider session the first try may have made is hunted down.
                 if self._services.orphans is not None:
                     self._services.orphans.suspect(snapshot.written_at)
                 continue

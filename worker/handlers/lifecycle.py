@@ -216,7 +216,7 @@ async def end_session(
                 session.heygen_session_id, cause=reason.value
             )
     if session.speaks_running and speech_grace:
-        # HeyGen answers a pending sync task once the session stops: let its events go first.
+        # A pending sync speak is answered once the session stops: let its events go first.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(session.speaks_done.wait(), speech_grace)
     billed = session.billed_seconds()

@@ -61,7 +61,7 @@ async def reconnect(
         if new is not None:
             session.connection = connection_fields(new)
             session.touch()
-            session.went_live()  # sessions often reconnect together, after a HeyGen outage
+            session.went_live()  # sessions often reconnect together, after a provider outage
             session.transition(SessionState.READY)
             metrics.reconnects_total.labels(provider=session.provider, outcome="ok").inc()
             await services.emitter.emit(

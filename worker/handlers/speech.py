@@ -150,7 +150,7 @@ def _really_closed(ctx: CommandContext, session: Session, exc: SessionClosedErro
 def _schedule_estimated_finish(
     services: Services, cause: SessionSpeak, session: Session, task_id: str, duration_ms: float
 ) -> None:
-    """HeyGen queues async speech: this one ends `duration_ms` after the previous one."""
+    """The provider queues async speech: this one ends `duration_ms` after the previous one."""
     now = time.monotonic()
     session.speaking_until = max(now, session.speaking_until) + duration_ms / 1000
     if session.state not in SPEAKABLE:
