@@ -35,6 +35,7 @@ from tests.integration.conftest import (
     worker_process,
 )
 from worker.app import Worker
+from worker.providers.base import SessionProfile
 
 WORDS_PER_MINUTE = 3000
 
@@ -211,3 +212,30 @@ async def test_sigkill_mid_speech_loses_nothing_and_speaks_nothing_twice(
         assert row.status != "active"
     after = [c for c in sent if isinstance(c, SessionSpeak) and c.text.endswith("after the kill")]
     assert all(isinstance(terminal(events, c)[0], SpeechStarted) for c in after)
+
+
+# --- reconciliation with LiveAvatar's active list ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "worker_overrides",
+    [{"reap_unknown_sessions": True, "leak_grace_s": 0.3, "reconcile_interval_s": 0.2}],
+)
+async def test_a_leaked_liveavatar_session_is_stopped_by_reconciliation(
+    producer: Producer, simulator: RunningSimulator, worker: Worker
+) -> None:
+    owned = await producer.call(la_create("la-owned"))
+    assert isinstance(owned, SessionReady)
+    assert worker.services is not None
+    # A session nobody owns, as a crashed worker would leave behind (live and billing).
+    leaked = await worker.services.providers["liveavatar"].create(
+        SessionProfile(avatar_id=LIVEAVATAR_AVATAR)
+    )
+
+    async def reaped() -> bool:
+        rows = (await simulator.admin.liveavatar_stats()).sessions
+        return rows[leaked.provider_session_id].status != "active"
+
+    await wait_until(reaped, 10)
+    assert await live_sessions(simulator) == [owned.heygen_session_id]
+    assert worker.metrics.leaked_sessions_stopped_total._value.get() == 1
