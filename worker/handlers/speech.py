@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 
@@ -69,13 +70,13 @@ async def _speak(cmd: SessionSpeak, ctx: CommandContext, session: Session) -> No
             session.speaking_until = math.inf  # until the observed end
             await _started(ctx, session, wait)
     except SessionClosedError as exc:
-        _forget(session, cmd.command_id)
+        _forget(session, cmd.command_id, failed=True)
         if _really_closed(ctx, session, exc):
             # The failed speech is reported (command.failed), not replayed on the new session.
             await reconnect(ctx.services, session, f"speak: {exc.message}", cmd)
         raise
     except BaseException:
-        _forget(session, cmd.command_id)
+        _forget(session, cmd.command_id, failed=True)
         raise
     _settle_state(session)
     now = time.monotonic()
@@ -100,7 +101,12 @@ async def _speak(cmd: SessionSpeak, ctx: CommandContext, session: Session) -> No
     if wait is not None:
         wait.announced.set()
         if cmd.task_mode is TaskMode.SYNC:
-            await wait.ended.wait()  # the observer publishes speech.finished, or an interrupt
+            # Acknowledged once speech.finished is out (or an interrupt or a drop cut it); a
+            # missing end does not hold the session's mailbox for ever.
+            patience = ctx.services.policy.speech_start_timeout_s + _longest(cmd.text)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(patience):
+                    await wait.ended.wait()
         return
     if spoken.ended:
         # The provider answered when the speech ended (or was cut short by an interrupt).
@@ -183,9 +189,16 @@ async def _report_finished(
     )
 
 
-def _forget(session: Session, command_id: str) -> None:
-    """No observed end is awaited for this speak any more."""
-    session.speech_waits.pop(command_id, None)
+def _longest(text: str) -> float:
+    """The longest `text` may take to say, in seconds."""
+    return len(text) / SLOWEST_CHARS_PER_S
+
+
+def _forget(session: Session, command_id: str, *, failed: bool = False) -> None:
+    """No observed end is awaited for this speak any more; `failed`: none will be reported."""
+    wait = session.speech_waits.pop(command_id, None)
+    if wait is not None and failed:
+        wait.drop("failed")
     if not session.speech_waits and session.speaking_until == math.inf:
         session.speaking_until = 0.0
     _settle_state(session)
@@ -193,7 +206,13 @@ def _forget(session: Session, command_id: str) -> None:
 
 async def report_observed_end(services: Services, session: Session, wait: SpeechWait) -> None:
     """The provider saw the speech end: `speech.finished` (observed), after its start."""
-    await wait.announced.wait()
+    if not wait.announced.is_set():
+        # Until speech.started is out, or the speak failed (then nothing is reported).
+        announced = asyncio.ensure_future(wait.announced.wait())
+        dropped = asyncio.ensure_future(wait.ended.wait())
+        await asyncio.wait({announced, dropped}, return_when=asyncio.FIRST_COMPLETED)
+        announced.cancel()
+        dropped.cancel()
     if session.speech_waits.get(wait.cause.command_id) is not wait:
         return  # interrupted or stopped meanwhile: no finish to report
     _forget(session, wait.cause.command_id)
