@@ -42,6 +42,7 @@ from tests.integration.conftest import (
     assert_seq_contiguous,
     create,
     reply_event,
+    wait_until,
 )
 
 # 40 ms per word: speech long enough to interrupt, short enough for the suite.
@@ -293,3 +294,39 @@ async def test_a_speak_never_started_is_failed_not_repeated(
     assert isinstance(failed, CommandFailed)
     assert failed.code == "speech_not_started"
     assert not failed.retryable
+
+
+@pytest.mark.parametrize("worker_overrides", [{"keepalive_interval_s": 0.3}])
+async def test_the_pool_keeps_liveavatar_sessions_alive_over_rest(
+    producer: Producer, simulator: RunningSimulator
+) -> None:
+    created = await open_la(producer, "la-ka")
+
+    async def kept_alive() -> bool:
+        rows = (await simulator.admin.liveavatar_stats()).sessions
+        return rows[created.heygen_session_id].keep_alives >= 2
+
+    await wait_until(kept_alive, 10)
+
+
+@pytest.mark.parametrize(
+    ("worker_overrides", "fields", "reason"),
+    [
+        ({"idle_timeout_s": 1}, {}, StopReason.IDLE),
+        ({}, {"max_duration_s": 1}, StopReason.MAX_DURATION),
+    ],
+)
+async def test_idle_and_duration_policies_stop_liveavatar_sessions(
+    producer: Producer, simulator: RunningSimulator, fields: dict[str, Any], reason: StopReason
+) -> None:
+    created = await open_la(producer, "la-policy", **fields)
+    stopped = await producer.tap.wait_for(lambda e: isinstance(e, SessionStopped), 10)
+    assert isinstance(stopped, SessionStopped)
+    assert stopped.reason is reason
+    # The worker's own decision; max_duration_s is LiveAvatar's max_session_duration too, so
+    # LiveAvatar may end it first, for the same reason.
+    assert stopped.provider_end_reason in (None, "MAX_DURATION_REACHED")
+    if reason is StopReason.IDLE:
+        assert stopped.provider_end_reason is None
+    rows = (await simulator.admin.liveavatar_stats()).sessions
+    assert rows[created.heygen_session_id].status != "active"
