@@ -222,6 +222,7 @@ class Worker:
         await self._consumer.start()
         self.metrics.partitions.set(s.partitions)
         self.metrics.max_sessions.set(s.max_sessions)
+        self.metrics.credit_alert_seconds.set(s.credit_alert_minutes * 60)
         # The management API of the node the consumers are on: another one after a failover.
         probe = OwnershipProbe(
             lambda: str(connection.url),

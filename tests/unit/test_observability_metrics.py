@@ -48,6 +48,7 @@ EXPECTED = {
     "heygen_worker_broker_api_up": ("gauge", set()),
     "heygen_worker_partitions": ("gauge", set()),
     "heygen_worker_max_sessions": ("gauge", set()),
+    "heygen_worker_credit_alert_seconds": ("gauge", set()),
     "heygen_worker_build": ("info", {"version", "python"}),
 }
 

@@ -332,6 +332,12 @@ class Metrics:
             "Live sessions this replica accepts at most.",
             registry=registry,
         )
+        self.credit_alert_seconds = Gauge(
+            "heygen_worker_credit_alert_seconds",
+            "WORKER_CREDIT_ALERT_MINUTES, in seconds: CreditsRunningOut fires when the credit "
+            "left lasts less than this at the live sessions' burn.",
+            registry=registry,
+        )
         self.build = Info("heygen_worker_build", "Worker build.", registry=registry)
         self.build.info({"version": version or _version(), "python": platform.python_version()})
         # process_cpu_seconds_total, process_resident_memory_bytes, process_start_time_seconds...
