@@ -18,7 +18,7 @@ from worker.bus.publisher import Publisher, PublishFailed
 from worker.bus.state_stream import StateStream
 from worker.bus.state_tail import Mark, StateTail
 from worker.handlers.context import Services
-from worker.handlers.reconnect import reconnect
+from worker.handlers.reconnect import reconnect_in_turn
 from worker.providers.base import ProviderError
 from worker.sessions.session import Session
 from worker.sessions.snapshot import SessionSnapshot
@@ -286,9 +286,8 @@ class Handover:
             )
         except ProviderError as exc:
             log.warning("re-attaching %s after takeover failed: %s", session.session_id, exc)
-            self._services.spawn(
-                reconnect(self._services, session, f"re-attach after takeover: {exc}", None)
-            )
+            why = f"re-attach after takeover: {exc}"
+            self._services.spawn(reconnect_in_turn(self._services, session, why))
 
     async def _finish_stop(self, snapshot: SessionSnapshot) -> None:
         """The previous owner died while stopping it: make sure the provider stops billing."""

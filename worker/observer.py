@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from contracts.common import SessionState, StopReason
+from contracts.common import StopReason
 from contracts.events import (
     AvatarTranscription,
     UserSpeechEnded,
@@ -23,7 +23,7 @@ from contracts.events import (
 from worker.handlers import CONTROL_LANES, STOP
 from worker.handlers.context import Services
 from worker.handlers.lifecycle import end_session
-from worker.handlers.reconnect import reconnect
+from worker.handlers.reconnect import WANTED, reconnect_in_turn
 from worker.handlers.speech import report_observed_end
 from worker.providers import base
 from worker.sessions.session import Session
@@ -49,7 +49,6 @@ OBSERVED_KINDS: dict[type[base.Observed], str] = {
     base.RemoteStopped: "remote_stopped",
     base.LinkLost: "link_lost",
 }
-WANTED = frozenset({SessionState.READY, SessionState.SPEAKING})
 
 
 class Observer:
@@ -117,7 +116,7 @@ class Observer:
             await self._remote_stopped(session, item.provider_session_id, item.end_reason)
         elif isinstance(item, base.LinkLost):
             why = f"the link to it dropped: {item.reason}"
-            await self._replace(session, item.provider_session_id, why)
+            await reconnect_in_turn(self._services, session, why, item.provider_session_id)
 
     def _in_order(self, session: Session, work: Callable[[], Awaitable[Any]]) -> None:
         previous = self._tails.get(session.session_id)
@@ -144,7 +143,8 @@ class Observer:
         """The provider ended the session: replaced while wanted, unless the end is final."""
         final = FINAL_END_REASONS.get(end_reason)
         if final is None:
-            await self._replace(session, pid, f"the provider ended it ({end_reason})")
+            why = f"the provider ended it ({end_reason})"
+            await reconnect_in_turn(self._services, session, why, pid)
             return
         reason = final
 
@@ -161,14 +161,6 @@ class Observer:
                 )
 
         await self._control(session, stop)
-
-    async def _replace(self, session: Session, pid: str, why: str) -> None:
-        async def job() -> None:
-            # Only the provider session that ended, once: a speak may have replaced it already.
-            if session.heygen_session_id == pid and session.state in WANTED:
-                await reconnect(self._services, session, why, None)
-
-        await self._services.mailboxes.run(session.session_id, "reconnect", job)
 
     async def _control(
         self, session: Session, job: Callable[[], Coroutine[Any, Any, None]]

@@ -17,7 +17,7 @@ from contracts.events import SessionKeepaliveFailed
 from worker.handlers import CONTROL_LANES, STOP
 from worker.handlers.context import Services
 from worker.handlers.lifecycle import account_billing, end_session
-from worker.handlers.reconnect import reconnect
+from worker.handlers.reconnect import reconnect_in_turn
 from worker.providers.base import Provider, ProviderError, SessionClosedError
 from worker.sessions.session import Session
 
@@ -160,11 +160,7 @@ class SessionPool:
 
     async def _reconnect(self, session: Session, reason: str) -> None:
         session.keepalive_failures = 0
-
-        async def job() -> None:
-            await reconnect(self._services, session, reason, None)
-
-        await self._services.mailboxes.run(session.session_id, "reconnect", job)
+        await reconnect_in_turn(self._services, session, reason)
 
     # -- reconciliation -------------------------------------------------------------------
 

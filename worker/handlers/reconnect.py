@@ -19,6 +19,8 @@ from worker.sessions.session import Session
 
 log = logging.getLogger(__name__)
 
+# States a replacement may be made from: a session being created or stopped is not replaced.
+WANTED = frozenset({SessionState.READY, SessionState.SPEAKING})
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 10.0
 
@@ -82,6 +84,21 @@ async def reconnect(
         services, session, cause, f"reconnection failed after {attempts} attempts ({reason})"
     )
     return False
+
+
+async def reconnect_in_turn(
+    services: Services, session: Session, reason: str, failed: str | None = None
+) -> None:
+    """Reconnect the worker-initiated way: in the session's mailbox, after the command it runs,
+    and only if the provider session that failed (`failed`, the current one by default) is still
+    the current one: a speak or another observer of the same failure may have replaced it."""
+    failed = failed or session.heygen_session_id
+
+    async def job() -> None:
+        if session.heygen_session_id == failed and session.state in WANTED:
+            await reconnect(services, session, reason, None)
+
+    await services.mailboxes.run(session.session_id, "reconnect", job)
 
 
 async def _give_up(
