@@ -79,6 +79,11 @@ def create(session_id: str, **kw: Any) -> SessionCreate:
     return SessionCreate(session_id=session_id, **kw)
 
 
+def la_create(session_id: str, **kw: Any) -> SessionCreate:
+    """A session.create for LiveAvatar (FULL mode)."""
+    return create(session_id, avatar_id=LIVEAVATAR_AVATAR, provider="liveavatar", **kw)
+
+
 class EventTap:
     """Every event published on the vhost, in arrival order, with waiting helpers."""
 

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from contracts.commands import (
-    SessionCreate,
     SessionInterrupt,
     SessionKeepalive,
     SessionsList,
@@ -41,6 +40,7 @@ from tests.integration.conftest import (
     answer_to,
     assert_seq_contiguous,
     create,
+    la_create,
     reply_event,
     wait_until,
 )
@@ -52,12 +52,6 @@ WORDS_PER_MINUTE = 1500
 @pytest.fixture(autouse=True)
 async def fast_speech(simulator: RunningSimulator) -> None:
     await simulator.admin.configure_liveavatar(words_per_minute=WORDS_PER_MINUTE)
-
-
-def la_create(session_id: str, **kw: Any) -> SessionCreate:
-    return SessionCreate(
-        session_id=session_id, avatar_id=LIVEAVATAR_AVATAR, provider=Provider.LIVEAVATAR, **kw
-    )
 
 
 async def open_la(producer: Producer, session_id: str, **kw: Any) -> SessionCreated:

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from contracts.commands import CommandBase, SessionCreate, SessionSpeak, SessionStop
-from contracts.common import Provider
+from contracts.commands import CommandBase, SessionSpeak, SessionStop
 from contracts.events import (
     CommandFailed,
     CommandRejected,
@@ -30,6 +29,7 @@ from tests.integration.conftest import (
     LIVEAVATAR_KEY,
     Producer,
     answer_to,
+    la_create,
     tapped_producer,
     wait_until,
     worker_process,
@@ -48,12 +48,6 @@ async def fast_speech(simulator: RunningSimulator) -> None:
 @pytest.fixture
 def worker_overrides() -> dict[str, Any]:
     return {"liveavatar_timeout_s": 1.0}
-
-
-def la_create(session_id: str) -> SessionCreate:
-    return SessionCreate(
-        session_id=session_id, avatar_id=LIVEAVATAR_AVATAR, provider=Provider.LIVEAVATAR
-    )
 
 
 async def live_sessions(simulator: RunningSimulator) -> list[str]:
