@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 # In the order `python -m bench` runs them: the simulator's ceiling first.
-BENCHMARKS = ("simulator_rps", "broker_floor", "speak", "keepalive_scale")
+BENCHMARKS = ("simulator_rps", "broker_floor", "speak", "keepalive_scale", "liveavatar_scale")
 
 
 def summary(name: str) -> str:

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import partial
@@ -45,7 +45,15 @@ WATCHED_EVENTS = (
     "command.failed",
 )
 # Variables of ours that must not leak in from the caller's environment.
-OWN_PREFIXES = ("HEYGEN_", "WORKER_", "AMQP_", "SIMULATOR_", "METRICS_", "LOG_LEVEL")
+OWN_PREFIXES = (
+    "HEYGEN_",
+    "LIVEAVATAR_",
+    "WORKER_",
+    "AMQP_",
+    "SIMULATOR_",
+    "METRICS_",
+    "LOG_LEVEL",
+)
 
 
 class BenchmarkAborted(RuntimeError):
@@ -190,6 +198,8 @@ async def running_rig(params: Params, log_dir: Path) -> AsyncIterator[Rig]:
             AMQP_URL=amqp_url,
             HEYGEN_API_KEY=API_KEY,
             HEYGEN_BASE_URL=simulator_url,
+            LIVEAVATAR_API_KEY=API_KEY,
+            LIVEAVATAR_BASE_URL=simulator_url,
             WORKER_MAX_SESSIONS=str(params.sessions + 100),
             WORKER_KEEPALIVE_INTERVAL_S=f"{params.interval_s:g}",
             WORKER_IDLE_TIMEOUT_S="86400",
@@ -255,7 +265,16 @@ def session_ids(first: int, end: int) -> list[str]:
     return [f"bench-{i:06d}" for i in range(first, end)]
 
 
-async def create_all(rig: Rig, first: int = 0, count: int | None = None) -> None:
+def heygen_create(session_id: str) -> SessionCreate:
+    return SessionCreate(session_id=session_id, avatar_id=AVATAR)
+
+
+async def create_all(
+    rig: Rig,
+    first: int = 0,
+    count: int | None = None,
+    make: Callable[[str], SessionCreate] = heygen_create,
+) -> None:
     """Publish the session.creates of sessions `first` to `first + count` (all by default),
     at most `create_concurrency` unanswered at a time.
 
@@ -275,9 +294,7 @@ async def create_all(rig: Rig, first: int = 0, count: int | None = None) -> None
         for session_id in ids:
             await fleet.slots.acquire()
             fleet.published[session_id] = time.monotonic()
-            await publish_command(
-                rig.channel, SessionCreate(session_id=session_id, avatar_id=AVATAR)
-            )
+            await publish_command(rig.channel, make(session_id))
 
     publishers = [asyncio.create_task(publisher()) for _ in range(PUBLISHERS)]
     try:

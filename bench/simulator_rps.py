@@ -25,11 +25,11 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from simulator.admin import SimulatorAdmin
-from worker.heygen import HeyGenClient
-from worker.heygen.transport import default_transport
 from worker.loop import run as run_loop
 from worker.observability.metrics import Metrics
 from worker.observability.transport import InstrumentedTransport
+from worker.providers.heygen.client import HeyGenClient
+from worker.providers.transport import default_transport
 
 API_KEY = "bench-key"
 Post = Callable[[str, dict[str, str]], Awaitable[int]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from contracts.common import (
@@ -12,8 +12,11 @@ from contracts.common import (
     LIMITS,
     ContractModel,
     Emotion,
+    InteractivityType,
+    LiveAvatarMode,
     MessageId,
     Name,
+    Provider,
     Quality,
     SessionId,
     SessionState,
@@ -87,27 +90,105 @@ class IceCandidate(ContractModel):
 
 
 class SessionCreate(SessionCommand):
-    """Create a HeyGen streaming session (`streaming.new` + `streaming.start`)."""
+    """Create an avatar session on HeyGen's Streaming API or on LiveAvatar, and start it."""
 
     type: Literal["session.create"] = "session.create"
-    avatar_id: Name
-    voice: Voice | None = None
-    quality: Quality | None = None
-    video_encoding: VideoEncoding | None = None
-    version: StreamingVersion = StreamingVersion.V2
-    activity_idle_timeout: int | None = Field(
-        default=None, ge=30, le=3600, description="HeyGen's own idle close, in seconds."
+    provider: Provider | None = Field(
+        default=None,
+        description="The avatar API to run it on; the worker's WORKER_DEFAULT_PROVIDER when "
+        "omitted. Fields the provider cannot honour are refused, never dropped.",
     )
-    knowledge_base: str | None = None
-    knowledge_base_id: str | None = None
+    avatar_id: Name
+    voice: Voice | None = Field(
+        default=None, description="liveavatar takes voice_id only (avatar_persona.voice_id)."
+    )
+    quality: Quality | None = Field(default=None, description="very_high: liveavatar only.")
+    video_encoding: VideoEncoding | None = None
+    version: StreamingVersion = Field(
+        default=StreamingVersion.V2, description="heygen only; liveavatar refuses v1."
+    )
+    activity_idle_timeout: int | None = Field(
+        default=None, ge=30, le=3600, description="heygen only: its own idle close, in seconds."
+    )
+    knowledge_base: str | None = Field(default=None, description="heygen only: inline prompt.")
+    knowledge_base_id: str | None = Field(
+        default=None, description="heygen's knowledge base; liveavatar: context_id's old name."
+    )
     language: str | None = Field(default=None, min_length=1, max_length=35)
-    stt_settings: SttSettings | None = None
+    stt_settings: SttSettings | None = Field(default=None, description="heygen only.")
+    mode: LiveAvatarMode | None = Field(
+        default=None, description="liveavatar only: FULL (the default); LITE is not supported yet."
+    )
+    is_sandbox: bool | None = Field(
+        default=None, description="liveavatar only: short free sessions with the sandbox avatar."
+    )
+    interactivity_type: InteractivityType | None = Field(
+        default=None, description="liveavatar only: CONVERSATIONAL (default) or PUSH_TO_TALK."
+    )
+    context_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="liveavatar only: the context (knowledge) the avatar answers from.",
+    )
     idle_timeout_s: int | None = Field(
         default=None, gt=0, description="Worker policy: stop after this long without speech."
     )
     max_duration_s: int | None = Field(
-        default=None, gt=0, description="Worker policy: stop after this long in any case."
+        default=None,
+        gt=0,
+        description="Worker policy: stop after this long in any case (liveavatar: also its "
+        "max_session_duration).",
     )
+
+    @model_validator(mode="after")
+    def _fits_provider(self) -> SessionCreate:
+        if self.provider is not None:
+            problems = provider_conflicts(self, self.provider)
+            if problems:
+                raise PydanticCustomError("provider_conflict", "; ".join(problems))
+        return self
+
+    def for_provider(self, default: Provider) -> SessionCreate:
+        """This command with `provider` filled in (the worker's default when omitted), checked
+        against it: raises ValueError naming the fields the provider cannot honour."""
+        if self.provider is not None:
+            return self
+        problems = provider_conflicts(self, default)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self.model_copy(update={"provider": default})
+
+    @property
+    def liveavatar_context_id(self) -> str | None:
+        """context_id, or knowledge_base_id under its legacy name."""
+        return self.context_id or self.knowledge_base_id
+
+
+HEYGEN_ONLY = ("activity_idle_timeout", "knowledge_base", "stt_settings")
+LIVEAVATAR_ONLY = ("mode", "is_sandbox", "interactivity_type", "context_id")
+
+
+def provider_conflicts(cmd: SessionCreate, provider: Provider) -> list[str]:
+    """What `provider` cannot honour in `cmd`, one message per field naming both."""
+    if provider is Provider.HEYGEN:
+        refused = [f for f in LIVEAVATAR_ONLY if getattr(cmd, f) is not None]
+        if cmd.quality is Quality.VERY_HIGH:
+            refused.append("quality: very_high")
+        return [f"{field} is not supported with provider heygen" for field in refused]
+    refused = [f for f in HEYGEN_ONLY if getattr(cmd, f) is not None]
+    if cmd.version is StreamingVersion.V1:
+        refused.append("version: v1")
+    if cmd.voice is not None:
+        refused += [f"voice.{f}" for f in ("rate", "emotion") if f in cmd.voice.model_fields_set]
+    problems = [f"{field} is not supported with provider liveavatar" for field in refused]
+    if cmd.mode is LiveAvatarMode.LITE:
+        problems.append("mode: LITE is not supported yet with provider liveavatar (FULL only)")
+    if cmd.context_id and cmd.knowledge_base_id and cmd.context_id != cmd.knowledge_base_id:
+        problems.append(
+            "context_id and knowledge_base_id (its legacy name) differ with provider liveavatar"
+        )
+    return problems
 
 
 class SessionStart(SessionCommand):

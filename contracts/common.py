@@ -46,7 +46,28 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class Provider(StrEnum):
+    """The avatar API a session runs on: HeyGen's legacy Streaming API, or LiveAvatar."""
+
+    HEYGEN = "heygen"
+    LIVEAVATAR = "liveavatar"
+
+
+class LiveAvatarMode(StrEnum):
+    """LiveAvatar FULL: LiveAvatar listens, thinks and speaks. LITE (your own audio) is refused
+    until the worker supports it."""
+
+    FULL = "FULL"
+    LITE = "LITE"
+
+
+class InteractivityType(StrEnum):
+    CONVERSATIONAL = "CONVERSATIONAL"
+    PUSH_TO_TALK = "PUSH_TO_TALK"
+
+
 class Quality(StrEnum):
+    VERY_HIGH = "very_high"  # liveavatar only
     HIGH = "high"
     MEDIUM = "medium"
     LOW = "low"

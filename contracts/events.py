@@ -10,6 +10,7 @@ from contracts.common import (
     ContractModel,
     MessageId,
     Name,
+    Provider,
     RejectCode,
     SessionId,
     SessionState,
@@ -72,12 +73,15 @@ class IceServer(ContractModel):
 
 
 class ConnectionDetails(ContractModel):
-    """How a viewer joins the current HeyGen session; shared by created and reconnected."""
+    """How a viewer joins the current provider session; shared by created and reconnected."""
 
     # A missing-field error would echo the whole input, token included, in its text.
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    heygen_session_id: str = Field(min_length=1)
+    heygen_session_id: str = Field(
+        min_length=1,
+        description="The provider's own id of the current session (heygen or liveavatar).",
+    )
     url: str | None = Field(default=None, description="v2: the LiveKit room URL (wss).")
     access_token: str | None = Field(
         default=None, repr=False, description="v2: the LiveKit client token. Never logged."
@@ -87,12 +91,25 @@ class ConnectionDetails(ContractModel):
     is_paid: bool | None = None
     sdp: SdpOffer | None = Field(default=None, description="v1: the SDP offer to answer.")
     ice_servers: list[IceServer] | None = Field(default=None, description="v1: ICE servers.")
+    livekit_url: str | None = Field(
+        default=None, description="liveavatar: the LiveKit room URL for the end user's browser."
+    )
+    livekit_client_token: str | None = Field(
+        default=None,
+        repr=False,
+        description="liveavatar: the browser's LiveKit token (never the worker's agent token). "
+        "Never logged.",
+    )
+    max_session_duration: int | None = Field(
+        default=None, description="liveavatar: the session's length cap in seconds, as it says."
+    )
 
 
 class SessionCreated(ConnectionDetails, SessionEvent):
-    """The HeyGen session exists and was started; connection details for the viewer."""
+    """The provider session exists and was started; connection details for the viewer."""
 
     type: Literal["session.created"] = "session.created"
+    provider: Provider = Provider.HEYGEN
     version: StreamingVersion
     owner: str | None = Field(default=None, description="Principal that created the session.")
     idle_timeout_s: int = Field(gt=0, description="Idle policy in force.")
@@ -107,7 +124,8 @@ class SessionReady(SessionEvent):
 
 
 class SpeechStarted(SessionEvent):
-    """HeyGen accepted a speech task."""
+    """The speech is under way: the provider accepted it (heygen), or the avatar was observed
+    starting it (liveavatar)."""
 
     type: Literal["speech.started"] = "speech.started"
     task_id: str = Field(min_length=1)
@@ -118,7 +136,8 @@ class SpeechStarted(SessionEvent):
 
 
 class SpeechFinished(SessionEvent):
-    """A speech ended: observed from a sync answer, or estimated from duration_ms."""
+    """A speech ended: observed (LiveAvatar's avatar.speak_ended, a HeyGen sync answer), or
+    estimated from duration_ms (`source` says which)."""
 
     type: Literal["speech.finished"] = "speech.finished"
     task_id: str = Field(min_length=1)
@@ -127,6 +146,32 @@ class SpeechFinished(SessionEvent):
     interrupted: bool = Field(
         default=False, description="True when an interrupt cut it short before HeyGen answered."
     )
+
+
+class UserSpeechStarted(SessionEvent):
+    """The end user started speaking (liveavatar)."""
+
+    type: Literal["user.speech_started"] = "user.speech_started"
+
+
+class UserSpeechEnded(SessionEvent):
+    """The end user stopped speaking (liveavatar)."""
+
+    type: Literal["user.speech_ended"] = "user.speech_ended"
+
+
+class UserTranscription(SessionEvent):
+    """What the end user said, final (liveavatar)."""
+
+    type: Literal["user.transcription"] = "user.transcription"
+    text: str
+
+
+class AvatarTranscription(SessionEvent):
+    """What the avatar says (liveavatar)."""
+
+    type: Literal["avatar.transcription"] = "avatar.transcription"
+    text: str
 
 
 class SpeechInterrupted(SessionEvent):
@@ -167,6 +212,13 @@ class Usage(ContractModel):
     credits_estimate: float = Field(default=0.0, ge=0)
     tasks: int = Field(default=0, ge=0)
     characters: int = Field(default=0, ge=0)
+    credits: float | None = Field(
+        default=None,
+        ge=0,
+        description="Credits the session used: the provider's own figure where `credits_source` "
+        "is provider (liveavatar's credits_consumed), else the estimate.",
+    )
+    credits_source: Literal["provider", "estimate"] = "estimate"
 
 
 class SessionStopped(SessionEvent):
@@ -177,6 +229,12 @@ class SessionStopped(SessionEvent):
     detail: str | None = None
     usage: Usage = Field(default_factory=Usage)
     heygen_session_id: str | None = None
+    provider_end_reason: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The provider's own end reason when it ended the session (liveavatar: e.g. "
+        "IDLE_TIMEOUT, NO_CREDITS, MAX_DURATION_REACHED); `reason` maps it.",
+    )
 
 
 class CommandRejected(EventBase):
@@ -189,7 +247,7 @@ class CommandRejected(EventBase):
 
 
 class CommandFailed(EventBase):
-    """A command failed against HeyGen after retries."""
+    """A command failed against the provider after retries."""
 
     type: Literal["command.failed"] = "command.failed"
     code: str = Field(description='Error kind, e.g. "server", "timeout", "session_closed".')
@@ -214,7 +272,10 @@ class SessionInfo(ContractModel):
     created_at: AwareDatetime
     last_activity_at: AwareDatetime | None = None
     partition: int | None = Field(default=None, ge=0)
-    heygen_status: str | None = Field(default=None, description="From HeyGen's streaming.list.")
+    provider: Provider = Provider.HEYGEN
+    heygen_status: str | None = Field(
+        default=None, description='From the provider\'s live list ("absent" if missing there).'
+    )
 
 
 class SessionsListed(EventBase):
@@ -231,6 +292,10 @@ Event = Annotated[
     | SpeechStarted
     | SpeechFinished
     | SpeechInterrupted
+    | UserSpeechStarted
+    | UserSpeechEnded
+    | UserTranscription
+    | AvatarTranscription
     | SessionKeepaliveFailed
     | SessionReconnecting
     | SessionReconnected
@@ -248,6 +313,10 @@ EVENT_MODELS: tuple[type[EventBase], ...] = (
     SpeechStarted,
     SpeechFinished,
     SpeechInterrupted,
+    UserSpeechStarted,
+    UserSpeechEnded,
+    UserTranscription,
+    AvatarTranscription,
     SessionKeepaliveFailed,
     SessionReconnecting,
     SessionReconnected,

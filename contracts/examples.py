@@ -31,6 +31,7 @@ from contracts.common import (
     TaskType,
 )
 from contracts.events import (
+    AvatarTranscription,
     CommandCompleted,
     CommandFailed,
     CommandRejected,
@@ -49,6 +50,9 @@ from contracts.events import (
     SpeechInterrupted,
     SpeechStarted,
     Usage,
+    UserSpeechEnded,
+    UserSpeechStarted,
+    UserTranscription,
 )
 
 _T0 = datetime(2025, 1, 15, 9, 30, tzinfo=UTC)
@@ -151,6 +155,10 @@ EVENT_EXAMPLES: tuple[EventBase, ...] = (
         source=SpeechFinishSource.ESTIMATED,
     ),
     SpeechInterrupted(**_event("evt-5", 5, 7.1, "cmd-interrupt-1"), task_id="task-81f2"),
+    UserSpeechStarted(**_event("evt-14", 5, 9.0, None)),
+    UserSpeechEnded(**_event("evt-15", 6, 10.6, None)),
+    UserTranscription(**_event("evt-16", 7, 10.9, None), text="When will it arrive?"),
+    AvatarTranscription(**_event("evt-17", 8, 11.4, None), text="It arrives tomorrow."),
     SessionKeepaliveFailed(
         **_event("evt-6", 6, 30.2, None),
         code="session_closed",

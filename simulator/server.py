@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from simulator.admin import SimulatorAdmin
 from simulator.app import create_app
+from simulator.liveavatar import LiveAvatarAdmin, LiveAvatarSettings, add_liveavatar
 from simulator.settings import SimulatorSettings
 
 log = logging.getLogger("simulator")
@@ -26,8 +26,8 @@ SHUTDOWN_TIMEOUT_S = 1.0
 
 @dataclass(frozen=True)
 class RunningSimulator:
-    base_url: str
-    admin: SimulatorAdmin
+    base_url: str  # HeyGen's and LiveAvatar's
+    admin: LiveAvatarAdmin
     settings: SimulatorSettings
     # A key the simulator accepts; kept out of repr like any API key.
     api_key: str = field(repr=False)
@@ -60,16 +60,22 @@ def _api_key(settings: SimulatorSettings) -> str:
 
 @asynccontextmanager
 async def running_simulator(
-    settings: SimulatorSettings | None = None, **overrides: Any
+    settings: SimulatorSettings | None = None,
+    *,
+    liveavatar: LiveAvatarSettings | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[RunningSimulator]:
     """Serve the simulator in this event loop until the block ends.
 
     Without settings it reads SIMULATOR_* from the environment and listens on a free port;
-    keyword overrides (e.g. idle_timeout_override_s=1) replace individual settings.
+    keyword overrides (e.g. idle_timeout_override_s=1) replace individual settings. LiveAvatar
+    is served beside HeyGen, set up by `liveavatar` or SIMULATOR_LIVEAVATAR_*.
     """
     chosen = _settings_with(settings, overrides)
+    app = create_app(chosen)
+    add_liveavatar(app, liveavatar)
     runner = web.AppRunner(
-        create_app(chosen),
+        app,
         access_log=log if chosen.access_log else None,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
     )
@@ -80,7 +86,7 @@ async def running_simulator(
         port = runner.addresses[0][1]
         host = "127.0.0.1" if chosen.host in ("0.0.0.0", "") else chosen.host
         base_url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
-        async with SimulatorAdmin(base_url) as admin:
+        async with LiveAvatarAdmin(base_url) as admin:
             yield RunningSimulator(base_url, admin, chosen, _api_key(chosen))
     finally:
         await runner.cleanup()
@@ -90,5 +96,9 @@ async def serve(settings: SimulatorSettings, stop: asyncio.Event | None = None) 
     """Serve until stop is set (or the task is cancelled)."""
     async with running_simulator(settings) as sim:
         keys = "the configured keys" if settings.api_keys else "any non-empty X-Api-Key"
-        log.info("HeyGen simulator listening on %s (accepting %s)", sim.base_url, keys)
+        log.info(
+            "HeyGen and LiveAvatar simulator listening on %s (HeyGen accepting %s)",
+            sim.base_url,
+            keys,
+        )
         await (stop or asyncio.Event()).wait()

@@ -13,6 +13,7 @@ import time
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from functools import partial
+from itertools import product
 from typing import NoReturn
 from urllib.parse import unquote, urlsplit
 
@@ -21,11 +22,9 @@ import aiormq
 import httpx
 from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
 
 from contracts.common import SessionState, StopReason, configure_limits
 from contracts.topology import DEAD_LETTER_QUEUE
-from simulator.server import running_simulator
 from worker.bus.connection import FailoverConnection, broker_reply, connect_failover
 from worker.bus.consumer import Consumer
 from worker.bus.ownership import OwnershipProbe
@@ -34,22 +33,22 @@ from worker.bus.state_stream import StateStream
 from worker.bus.state_tail import StateTail
 from worker.bus.topology import TopologyError, TopologySpec, declare_topology
 from worker.cli.errors import ExitCode
+from worker.credits import CreditWatch
 from worker.dispatch import Dispatcher
 from worker.events import EventEmitter
 from worker.handlers.context import Policy, Services
 from worker.handlers.lifecycle import end_session
 from worker.handover import Handover
-from worker.heygen.client import HeyGenClient
-from worker.heygen.credentials import FILE_VAR, KEY_VAR, ApiKeyError, load_api_key
-from worker.heygen.retry import RetryPolicy
-from worker.heygen.transport import default_transport
 from worker.observability.http import HealthServer
-from worker.observability.logs import configure_logging, register_secret
-from worker.observability.metrics import Metrics
+from worker.observability.logs import configure_logging
+from worker.observability.metrics import PROVIDERS, Metrics
 from worker.observability.tracing import inject_context, setup_tracing, shutdown_tracing
-from worker.observability.transport import InstrumentedTransport
+from worker.observer import Observer
 from worker.orphans import OrphanHunt
 from worker.pool import PoolSettings, SessionPool
+from worker.provider_setup import ProviderSetup
+from worker.providers.base import Provider
+from worker.providers.credentials import ApiKeyError
 from worker.sessions.registry import Registry
 from worker.sessions.session import LIVE_STATES
 from worker.settings import WorkerSettings
@@ -101,7 +100,6 @@ class Worker:
         self._publisher: Publisher
         self._tasks: list[asyncio.Task[None]] = []
         self.owned_partitions: set[int] = set()
-        self.heygen_base_url = settings.heygen_base_url
 
     async def start(self) -> None:
         s = self.settings
@@ -111,7 +109,8 @@ class Worker:
         )
         await self.health.start()
         self._stack.push_async_callback(self.health.stop)
-        heygen = await self._heygen_client()
+        setup = ProviderSetup(s, self.metrics, self._stack, transport=self._transport)
+        providers = await setup.providers()
         self._consume_conn = await self._connect("consume")
         self._publish_conn = await self._connect("publish")
         # Reading the state stream has a connection of its own: right after a broker restart
@@ -131,7 +130,7 @@ class Worker:
         )
         await publisher.start()
         self._stack.push_async_callback(publisher.close)
-        self.services = self._services(heygen, publisher)
+        self.services = self._services(providers, publisher)
         stream = StateStream(publisher)
         # Every live session is re-snapshotted each refresh, so two of them hold them all.
         window = timedelta(seconds=2 * s.snapshot_refresh_s + 60)
@@ -175,6 +174,9 @@ class Worker:
             ),
         )
         self._tasks.append(asyncio.create_task(self.pool.run()))
+        self._tasks.append(asyncio.create_task(Observer(self.services).run()))
+        credits = CreditWatch(self.services, poll_s=s.credits_poll_s)
+        self._tasks.append(asyncio.create_task(credits.run()))
         self._tasks.append(asyncio.create_task(self.handover.refresh_forever()))
         self._track_sessions(self.services.registry)
         await self._start_consuming(self._consume_conn, publisher, self.dispatcher)
@@ -182,7 +184,7 @@ class Worker:
             "worker %s consuming %d partitions (prefetch %d)", s.worker_id, s.partitions, s.prefetch
         )
 
-    def _services(self, heygen: HeyGenClient, publisher: Publisher) -> Services:
+    def _services(self, providers: dict[str, Provider], publisher: Publisher) -> Services:
         s = self.settings
         metrics, published = self.metrics, self.metrics.events_published_total
         emitter = EventEmitter(
@@ -192,7 +194,7 @@ class Worker:
             on_published=lambda e: metrics.child(published, e.type).inc(),
         )
         return Services(
-            heygen=heygen,
+            providers=providers,
             registry=Registry(s.max_sessions),
             emitter=emitter,
             policy=Policy(
@@ -200,6 +202,8 @@ class Worker:
                 max_duration_s=s.max_duration_s,
                 credits_per_minute=s.credits_per_minute,
                 reconnect_attempts=s.reconnect_attempts,
+                default_provider=s.default_provider,
+                speech_start_timeout_s=s.speech_start_timeout_s,
                 admins=s.admins,
                 require_user_id=s.require_user_id,
             ),
@@ -225,6 +229,7 @@ class Worker:
         await self._consumer.start()
         self.metrics.partitions.set(s.partitions)
         self.metrics.max_sessions.set(s.max_sessions)
+        self.metrics.credit_alert_seconds.set(s.credit_alert_minutes * 60)
         # The management API of the node the consumers are on: another one after a failover.
         probe = OwnershipProbe(
             lambda: str(connection.url),
@@ -233,48 +238,6 @@ class Worker:
         )
         self._stack.push_async_callback(probe.aclose)
         self._tasks.append(asyncio.create_task(self._watch_broker(probe)))
-
-    async def _heygen_client(self) -> HeyGenClient:
-        s = self.settings
-        api_key = load_api_key(
-            {
-                KEY_VAR: s.heygen_api_key.get_secret_value() if s.heygen_api_key else "",
-                FILE_VAR: str(s.heygen_api_key_file or ""),
-            }
-        )
-        if api_key is None:
-            api_key = await self._start_bundled_simulator()
-        # Registered so the log formatter redacts it wherever it might slip in.
-        register_secret(api_key.get_secret_value())
-        transport = InstrumentedTransport(
-            self._transport or default_transport(s.http_concurrency), self.metrics
-        )
-        client = HeyGenClient(
-            api_key,
-            self.heygen_base_url,
-            transport=transport,
-            timeout=s.heygen_timeout_s,
-            max_concurrency=s.http_concurrency,
-            retry=RetryPolicy(on_retry=self._count_retry),
-        )
-        self._stack.push_async_callback(client.aclose)
-        return client
-
-    async def _start_bundled_simulator(self) -> SecretStr:
-        simulator = await self._stack.enter_async_context(
-            running_simulator(port=self.settings.simulator_port)
-        )
-        self.heygen_base_url = simulator.base_url
-        log.warning(
-            "NO HEYGEN_API_KEY SET: sessions are SIMULATED by the bundled HeyGen simulator at %s. "
-            "Set HEYGEN_API_KEY (or HEYGEN_API_KEY_FILE) to talk to HeyGen.",
-            simulator.base_url,
-        )
-        return SecretStr(simulator.api_key)
-
-    def _count_retry(self, endpoint: str, error: Exception, attempt: int, delay: float) -> None:
-        kind = getattr(error, "kind", "other")
-        self.metrics.heygen_retries_total.labels(endpoint=endpoint, kind=kind).inc()
 
     async def _connect(self, role: str) -> FailoverConnection:
         s = self.settings
@@ -292,10 +255,10 @@ class Worker:
         return connection
 
     def _track_sessions(self, registry: Registry) -> None:
-        """Live sessions by state, computed at scrape time from the registry."""
-        for state in LIVE_STATES:
-            self.metrics.sessions.labels(state=state.value).set_function(
-                partial(_count_in_state, registry, state)
+        """Live sessions by provider and state, computed at scrape time from the registry."""
+        for provider, state in product(PROVIDERS, LIVE_STATES):
+            self.metrics.sessions.labels(provider, state.value).set_function(
+                partial(_count_in_state, registry, provider, state)
             )
 
     async def _watch_broker(self, probe: OwnershipProbe) -> None:
@@ -462,8 +425,8 @@ def _broker_user(amqp_url: str) -> str:
     return unquote(urlsplit(amqp_url).username or "guest")
 
 
-def _count_in_state(registry: Registry, state: SessionState) -> int:
-    return registry.count_by_state()[state]
+def _count_in_state(registry: Registry, provider: str, state: SessionState) -> int:
+    return registry.count_by_state()[provider, state]
 
 
 def run_worker(settings: WorkerSettings | None = None) -> None:

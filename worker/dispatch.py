@@ -29,9 +29,9 @@ from worker.bus.delivery import (
 from worker.bus.publisher import PublishFailed
 from worker.handlers import CONTROL_LANES, HANDLERS
 from worker.handlers.context import CommandContext, Rejected, Services
-from worker.heygen.errors import HeyGenError
 from worker.observability.logs import log_context
 from worker.observability.tracing import consumer_span
+from worker.providers.base import ProviderError
 from worker.sessions.mailbox import Preempted
 
 log = logging.getLogger(__name__)
@@ -375,7 +375,7 @@ class Dispatcher:
                 command, CommandRejected, code=RejectCode.CANCELLED, message=exc.reason
             )
             return "rejected", ACK
-        except HeyGenError as exc:
+        except ProviderError as exc:
             await self._report(
                 command,
                 CommandFailed,

@@ -18,7 +18,8 @@ from worker.bus.publisher import Publisher, PublishFailed
 from worker.bus.state_stream import StateStream
 from worker.bus.state_tail import Mark, StateTail
 from worker.handlers.context import Services
-from worker.heygen.errors import HeyGenError
+from worker.handlers.reconnect import reconnect_in_turn
+from worker.providers.base import ProviderError
 from worker.sessions.session import Session
 from worker.sessions.snapshot import SessionSnapshot
 from worker.settle import Settling
@@ -241,7 +242,7 @@ class Handover:
                 continue
             if snapshot.state is SessionState.CREATING and snapshot.heygen_session_id is None:
                 # Cut short during streaming.new: the create is redelivered and runs again, and
-                # the HeyGen session the first try may have made is hunted down.
+                # the provider session the first try may have made is hunted down.
                 if self._services.orphans is not None:
                     self._services.orphans.suspect(snapshot.written_at)
                 continue
@@ -253,6 +254,7 @@ class Handover:
             self._services.registry.add(session, force=True)
             self._services.watch(session)
             restored.append(session)
+        await asyncio.gather(*(self._reattach(s) for s in restored))
         # Events the dead replica may not have got out: again, same id and seq. Any later
         # event of the session publishes its outbox first anyway.
         await asyncio.gather(*(self._services.emitter.flush(s) for s in restored))
@@ -273,11 +275,26 @@ class Handover:
         )
         return mark
 
+    async def _reattach(self, session: Session) -> None:
+        """Join the worker's own link to a taken-over session again (LiveAvatar's room); the
+        session is reconnected when that fails (the pool's keep-alive would find it anyway)."""
+        if session.resume is None or session.heygen_session_id is None or not session.live:
+            return
+        try:
+            await self._services.provider(session).start(
+                session.heygen_session_id, resume=session.resume
+            )
+        except ProviderError as exc:
+            log.warning("re-attaching %s after takeover failed: %s", session.session_id, exc)
+            why = f"re-attach after takeover: {exc}"
+            self._services.spawn(reconnect_in_turn(self._services, session, why))
+
     async def _finish_stop(self, snapshot: SessionSnapshot) -> None:
-        """The previous owner died while stopping it: make sure HeyGen stops billing."""
-        if snapshot.heygen_session_id is not None:
-            with contextlib.suppress(HeyGenError):
-                await self._services.heygen.stop(snapshot.heygen_session_id)
+        """The previous owner died while stopping it: make sure the provider stops billing."""
+        provider = self._services.providers.get(snapshot.provider)
+        if snapshot.heygen_session_id is not None and provider is not None:
+            with contextlib.suppress(ProviderError):
+                await provider.stop(snapshot.heygen_session_id)
 
     async def refresh_forever(self) -> None:
         """Keep every live session inside the replay window of the stream.

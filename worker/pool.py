@@ -1,4 +1,4 @@
-"""The session pool: keep-alives, idle and max-duration limits, and reconciliation with HeyGen.
+"""The session pool: keep-alives, idle and max-duration limits, reconciliation with the providers.
 
 One heap of due times (sessions/timers.py) drives everything per session; work is spawned only
 when something is due, never one task per session.
@@ -17,13 +17,12 @@ from contracts.events import SessionKeepaliveFailed
 from worker.handlers import CONTROL_LANES, STOP
 from worker.handlers.context import Services
 from worker.handlers.lifecycle import account_billing, end_session
-from worker.handlers.reconnect import reconnect
-from worker.heygen.errors import HeyGenError, SessionClosedError
+from worker.handlers.reconnect import reconnect_in_turn
+from worker.providers.base import Provider, ProviderError, SessionClosedError
 from worker.sessions.session import Session
 
 log = logging.getLogger(__name__)
 
-HEYGEN_DEFAULT_IDLE_S = 120
 KEEPALIVE_FAILURES_BEFORE_RECONNECT = 3
 KEEPALIVE_RETRY_S = 5.0
 BILLING_ACCRUAL_S = 15.0
@@ -44,7 +43,8 @@ class SessionPool:
         self._services = services
         self._settings = settings
         self._keepalive_slots = asyncio.Semaphore(settings.keepalive_concurrency)
-        self._unknown_since: dict[str, float] = {}
+        # provider -> its session ids live but unknown here -> since when.
+        self._unknown_since: dict[str, dict[str, float]] = {}
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -62,9 +62,11 @@ class SessionPool:
     # -- per-session policies -------------------------------------------------------------
 
     def keepalive_interval(self, session: Session) -> float:
-        """Well inside HeyGen's idle timeout (a third of it at most), jittered per session."""
-        heygen_idle = session.profile.activity_idle_timeout or HEYGEN_DEFAULT_IDLE_S
-        base = min(self._settings.keepalive_interval_s, heygen_idle / 3)
+        """Well inside the provider's idle close (a third of it at most), jittered per session."""
+        remote_idle = (
+            session.profile.activity_idle_timeout or self._services.provider(session).idle_close_s
+        )
+        base = min(self._settings.keepalive_interval_s, remote_idle / 3)
         return base * session.keepalive_jitter
 
     def _on_due(self, session_id: str, due: float) -> None:
@@ -125,21 +127,21 @@ class SessionPool:
             # Measured as it is sent, after any wait for a slot: a backlog shows up here.
             metrics.keepalive_lateness_seconds.observe(time.monotonic() - due)
             try:
-                await self._services.heygen.keep_alive(session.heygen_session_id)
+                await self._services.provider(session).keep_alive(session.heygen_session_id)
             except SessionClosedError as exc:
-                metrics.child(metrics.keepalives_total, "closed").inc()
+                metrics.child(metrics.keepalives_total, session.provider, "closed").inc()
                 await self._reconnect(session, f"keep-alive: {exc.message}")
                 return
-            except HeyGenError as exc:
-                metrics.child(metrics.keepalives_total, "failed").inc()
+            except ProviderError as exc:
+                metrics.child(metrics.keepalives_total, session.provider, "failed").inc()
                 await self._keepalive_failed(session, exc)
                 return
-        metrics.child(metrics.keepalives_total, "ok").inc()
+        metrics.child(metrics.keepalives_total, session.provider, "ok").inc()
         session.keepalive_failures = 0
         session.kept_alive()
         self._services.watch(session)
 
-    async def _keepalive_failed(self, session: Session, exc: HeyGenError) -> None:
+    async def _keepalive_failed(self, session: Session, exc: ProviderError) -> None:
         session.keepalive_failures += 1
         give_up = session.keepalive_failures >= KEEPALIVE_FAILURES_BEFORE_RECONNECT
         await self._services.emitter.emit(
@@ -158,44 +160,43 @@ class SessionPool:
 
     async def _reconnect(self, session: Session, reason: str) -> None:
         session.keepalive_failures = 0
-
-        async def job() -> None:
-            await reconnect(self._services, session, reason, None)
-
-        await self._services.mailboxes.run(session.session_id, "reconnect", job)
+        await reconnect_in_turn(self._services, session, reason)
 
     # -- reconciliation -------------------------------------------------------------------
 
     async def _reconcile_forever(self) -> None:
         while True:
             await asyncio.sleep(self._settings.reconcile_interval_s)
-            with contextlib.suppress(HeyGenError):
+            with contextlib.suppress(ProviderError):
                 await self.reconcile()
 
     async def reconcile(self) -> None:
-        """Compare the registry with HeyGen's list: revive what vanished, reap what leaked."""
+        """Compare the registry with each provider's list: revive what vanished, reap what
+        leaked."""
         services = self._services
-        remote = {r.session_id for r in await services.heygen.list_sessions()}
         now = time.monotonic()
-        known: set[str] = set()
-        for session in services.registry:
-            if session.heygen_session_id is None:
-                continue
-            known.add(session.heygen_session_id)
-            vanished = session.heygen_session_id not in remote
-            if vanished and session.state in KEEPALIVE_STATES:
-                services.spawn(self._reconnect(session, "missing from streaming.list"))
-        if self._settings.reap_unknown_sessions:
-            await self._reap(remote - known, now)
+        for name, provider in services.providers.items():
+            remote = {r.provider_session_id for r in await provider.list_live()}
+            known: set[str] = set()
+            for session in services.registry:
+                if session.heygen_session_id is None or session.provider != name:
+                    continue
+                known.add(session.heygen_session_id)
+                vanished = session.heygen_session_id not in remote
+                if vanished and session.state in KEEPALIVE_STATES:
+                    services.spawn(self._reconnect(session, f"missing from {name}'s live list"))
+            if self._settings.reap_unknown_sessions:
+                await self._reap(provider, remote - known, now)
 
-    async def _reap(self, unknown: set[str], now: float) -> None:
-        """Stop HeyGen sessions nobody owns (leaked by a crash) once the grace has passed."""
-        self._unknown_since = {sid: self._unknown_since.get(sid, now) for sid in unknown}
-        for heygen_id, since in list(self._unknown_since.items()):
+    async def _reap(self, provider: Provider, unknown: set[str], now: float) -> None:
+        """Stop provider sessions nobody owns (leaked by a crash) once the grace has passed."""
+        seen = self._unknown_since.get(provider.name, {})
+        self._unknown_since[provider.name] = seen = {sid: seen.get(sid, now) for sid in unknown}
+        for sid, since in list(seen.items()):
             if now - since < self._settings.leak_grace_s:
                 continue
-            log.warning("stopping leaked HeyGen session %s", heygen_id)
-            with contextlib.suppress(HeyGenError):
-                await self._services.heygen.stop(heygen_id)
+            log.warning("stopping leaked %s session %s", provider.name, sid)
+            with contextlib.suppress(ProviderError):
+                await provider.stop(sid, cause="error")
                 self._services.metrics.leaked_sessions_stopped_total.inc()
-            del self._unknown_since[heygen_id]
+            del seen[sid]

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from contracts.common import Provider
 from worker.bus.connection import split_urls
 from worker.observability.logs import LogFormat
 
@@ -67,6 +68,34 @@ class WorkerSettings(BaseSettings):
     """Per-request timeout; sync speaks get 1 s more per 4 characters."""
     simulator_port: int = Field(8090, ge=0, le=65535, validation_alias=_env("SIMULATOR_PORT"))
     """Port of the bundled simulator when no key is set."""
+    default_provider: Provider = Field(
+        Provider.HEYGEN, validation_alias=_env("WORKER_DEFAULT_PROVIDER")
+    )
+    """Provider of a `session.create` that names none: `heygen` or `liveavatar`."""
+    liveavatar_api_key: SecretStr | None = Field(None, validation_alias=_env("LIVEAVATAR_API_KEY"))
+    """LiveAvatar API key (not a HeyGen key); without it the bundled simulator stands in."""
+    liveavatar_api_key_file: Path | None = Field(
+        None, validation_alias=_env("LIVEAVATAR_API_KEY_FILE")
+    )
+    """File holding the LiveAvatar key (a Kubernetes secret mount)."""
+    liveavatar_base_url: str = Field(
+        "https://api.liveavatar.com", validation_alias=_env("LIVEAVATAR_BASE_URL")
+    )
+    """LiveAvatar API base URL."""
+    liveavatar_timeout_s: float = Field(30.0, gt=0, validation_alias=_env("LIVEAVATAR_TIMEOUT_S"))
+    """Per-request timeout of LiveAvatar calls."""
+    credits_poll_s: float = Field(60, gt=0, validation_alias=_env("WORKER_CREDITS_POLL_S"))
+    """How often each provider's credit balance is read (LiveAvatar's `/v1/users/credits`)."""
+    credit_alert_minutes: float = Field(
+        60, gt=0, validation_alias=_env("WORKER_CREDIT_ALERT_MINUTES")
+    )
+    """`CreditsRunningOut` fires when the balance covers fewer minutes than this at the live
+    sessions' burn (2 credits a minute in FULL, 1 in LITE)."""
+    speech_start_timeout_s: float = Field(
+        15, gt=0, validation_alias=_env("WORKER_SPEECH_START_TIMEOUT_S")
+    )
+    """A speak the avatar has not started this long after its turn is answered `command.failed`
+    (`speech_not_started`), never sent again."""
 
     partitions: int = Field(8, ge=1, le=1024, validation_alias=_env("WORKER_PARTITIONS"))
     """Partition queues; must match across replicas and the existing queues."""

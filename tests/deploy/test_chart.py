@@ -249,3 +249,25 @@ def test_credentials_are_required_unless_an_existing_secret_is_named() -> None:
 )
 def test_schema_rejects_bad_values(bad: dict[str, Any]) -> None:
     assert "values don't meet the specifications of the schema" in _render_error(_values(**bad))
+
+
+def test_liveavatar_key_is_a_mounted_file_when_enabled() -> None:
+    off = render(load_values(DEFAULTS))
+    (container,) = _pod(off)["containers"]
+    assert "LIVEAVATAR_API_KEY_FILE" not in {e["name"] for e in container["env"]}
+    assert "liveavatar-api-key" not in one(off, "Secret")["data"]
+
+    on = render(load_values(ALL_FEATURES))
+    (container,) = _pod(on)["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert "LIVEAVATAR_API_KEY" not in env
+    key_file = Path(env["LIVEAVATAR_API_KEY_FILE"]["value"])
+    volume = next(v for v in _pod(on)["volumes"] if v["name"] == "heygen-api-key")
+    assert {"key": "liveavatar-api-key", "path": key_file.name} in volume["secret"]["items"]
+    (config,) = [m["data"] for m in find(on, "ConfigMap") if "LIVEAVATAR_BASE_URL" in m["data"]]
+    assert config["LIVEAVATAR_BASE_URL"] == "https://api.liveavatar.com"
+    assert config["WORKER_DEFAULT_PROVIDER"] == "heygen"
+    assert "ci-liveavatar-key" not in json.dumps(config)
+    assert "liveavatar.enabled needs liveavatar.apiKey" in _render_error(
+        _values(liveavatar={"enabled": True, "apiKey": "", "baseUrl": "https://x"})
+    )

@@ -37,7 +37,7 @@ from contracts.topology import (
 from simulator.server import RunningSimulator, running_simulator
 from worker.app import Worker
 from worker.bus.delivery import HANDOVER_HEADER
-from worker.heygen.transport import default_transport
+from worker.providers.transport import default_transport
 from worker.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,8 +69,19 @@ def answer_to(command: CommandBase, types: set[str] | None = None) -> Callable[[
     return lambda e: e.causation_id == command.command_id and e.type in wanted
 
 
+# The simulator takes any non-empty LiveAvatar key; LiveAvatar's avatar ids are uuids.
+LIVEAVATAR_KEY = "test-liveavatar-key"
+LIVEAVATAR_AVATAR = "2f5b3c6e-9a41-4f4f-8a55-6f2d1c0b7e11"
+
+
 def create(session_id: str, **kw: Any) -> SessionCreate:
-    return SessionCreate(session_id=session_id, avatar_id=AVATAR, **kw)
+    kw.setdefault("avatar_id", AVATAR)
+    return SessionCreate(session_id=session_id, **kw)
+
+
+def la_create(session_id: str, **kw: Any) -> SessionCreate:
+    """A session.create for LiveAvatar (FULL mode)."""
+    return create(session_id, avatar_id=LIVEAVATAR_AVATAR, provider="liveavatar", **kw)
 
 
 class EventTap:
@@ -334,6 +345,8 @@ def worker_settings(amqp_url: str, sim: RunningSimulator, **overrides: Any) -> W
         "amqp_url": amqp_url,
         "heygen_api_key": sim.api_key,
         "heygen_base_url": sim.base_url,
+        "liveavatar_api_key": LIVEAVATAR_KEY,
+        "liveavatar_base_url": sim.base_url,
         "partitions": PARTITIONS,
         "metrics_port": 0,
         "metrics_host": "127.0.0.1",
@@ -475,12 +488,16 @@ async def worker_process(
     """Run a worker process against the vhost and the in-test simulator; killed if still up."""
     port = free_port()
     variables = {
-        k: v for k, v in os.environ.items() if not k.startswith(("HEYGEN_", "WORKER_", "AMQP_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HEYGEN_", "LIVEAVATAR_", "WORKER_", "AMQP_"))
     }
     variables.update(
         AMQP_URL=amqp_url,
         HEYGEN_API_KEY=sim.api_key,
         HEYGEN_BASE_URL=sim.base_url,
+        LIVEAVATAR_API_KEY=LIVEAVATAR_KEY,
+        LIVEAVATAR_BASE_URL=sim.base_url,
         METRICS_PORT=str(port),
         METRICS_HOST="127.0.0.1",
         WORKER_PARTITIONS=str(PARTITIONS),

@@ -17,7 +17,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from contracts.topology import EVENTS_EXCHANGE
 from tests.conftest import RABBIT_MGMT, RABBIT_PASSWORD, RABBIT_USER
-from tests.integration.conftest import REPO, wait_until
+from tests.integration.conftest import LIVEAVATAR_AVATAR, REPO, wait_until
 from worker.app import Worker
 from worker.bus.topology import TopologySpec, declare_topology
 from worker.cli import CliError, ExitCode, build_parser, main
@@ -52,6 +52,20 @@ async def subscribed(amqp_url: str, tails: int = 1) -> bool:
         response = await http.get(url)
     queues = {b["destination"] for b in response.json()} if response.status_code == 200 else ()
     return len(queues) >= tails
+
+
+async def test_publish_create_with_liveavatar_options(amqp_url: str, worker: Worker) -> None:
+    args = ["--provider", "liveavatar", "--avatar", LIVEAVATAR_AVATAR, "--context-id", "ctx"]
+    code, lines = await cli(amqp_url, "publish", "create", "--session", "la-c1", *args)
+    assert code == ExitCode.OK, lines
+    created = json.loads(lines[0])
+    assert created["provider"] == "liveavatar"
+    assert created["livekit_client_token"]  # the end user's browser needs it
+    # Refused before anything is sent, naming the field and the provider.
+    with pytest.raises(CliError, match=r"voice\.emotion is not supported with provider liveavatar"):
+        await cli(
+            amqp_url, "publish", "create", "--session", "la-c2", "--emotion", "Excited", *args
+        )
 
 
 async def test_publish_create_speak_stop_prints_the_answers_in_order(

@@ -163,6 +163,32 @@ async def test_demo_runs_the_whole_conversation(amqp_url: str, worker: Worker) -
     assert "3 speech tasks" in lines[-1]
 
 
+async def test_demo_with_liveavatar_plays_a_two_way_conversation(
+    amqp_url: str, worker: Worker, simulator: RunningSimulator
+) -> None:
+    await simulator.admin.configure_liveavatar(words_per_minute=3000)
+    args = ("demo", "--provider", "liveavatar", "--simulator", simulator.base_url)
+    code, lines = await cli(amqp_url, *args, "--session", "demo-la")
+    print("\n".join(lines))  # the transcript, for `pytest -s`
+    assert code == ExitCode.OK, lines
+    steps = [line for line in lines if line.startswith(">")]
+    assert steps[0] == "> create LiveAvatar session demo-la"
+    assert "> the end user says 'Where is my parcel?' (simulator admin call)" in steps
+    types = demo_event_types(lines)
+    assert types[:2] == ["session.created", "session.ready"]
+    # Observed speech: each speak's start, then its end, then the user's words and the reply.
+    assert types.index("user.transcription") < len(types) - types[::-1].index("speech.started")
+    assert "source=observed" in next(line for line in lines if "speech.finished" in line)
+    heard = next(line for line in lines if " user.transcription " in line)
+    assert "Where is my parcel?" in heard
+    assert types.count("speech.finished") >= 2
+    assert "speech.interrupted" in types
+    assert types[-1] == "session.stopped"
+    # The credits used, as LiveAvatar counted them.
+    assert "credits (provider)" in lines[-1]
+    assert "3 speech tasks" in lines[-1]
+
+
 async def test_demo_step_failure_exits_1_and_stops_the_session(
     amqp_url: str, worker: Worker, simulator: RunningSimulator
 ) -> None:

@@ -18,10 +18,10 @@ from contracts.commands import SessionCreate, SessionSpeak
 from contracts.events import SessionCreated
 from contracts.topology import partition_queue
 from simulator.server import RunningSimulator, running_simulator
-from tests.integration.conftest import Producer, wait_until, worker_settings
+from tests.integration.conftest import LIVEAVATAR_AVATAR, Producer, wait_until, worker_settings
 from worker.app import Worker
 from worker.bus.delivery import FORWARDED_HEADER, FORWARDED_USER_HEADER
-from worker.heygen.models import NewSessionRequest
+from worker.providers.base import SessionProfile
 from worker.sessions.session import Session
 
 SESSIONS = [f"h{i}" for i in range(6)]
@@ -94,14 +94,25 @@ async def test_redelivered_command_is_not_run_again_by_the_new_owner(
         await standby.shutdown()
 
 
+@pytest.mark.parametrize(
+    ("provider", "avatar"), [("heygen", "a"), ("liveavatar", LIVEAVATAR_AVATAR)]
+)
 async def test_orphan_hunt_stops_only_the_sessions_nobody_names(
-    amqp_url: str, simulator: RunningSimulator, worker: Worker, producer: Producer
+    amqp_url: str,
+    simulator: RunningSimulator,
+    worker: Worker,
+    producer: Producer,
+    provider: str,
+    avatar: str,
 ) -> None:
     since = datetime.now(UTC)
-    named = [await producer.open_session(f"named-{i}") for i in range(3)]
+    named = [
+        await producer.open_session(f"named-{i}", provider=provider, avatar_id=avatar)
+        for i in range(3)
+    ]
     assert worker.services is not None
-    # What a create cut short by a crash leaves: a HeyGen session no event or snapshot names.
-    orphan = await worker.services.heygen.new_session(NewSessionRequest(avatar_id="a"))
+    # What a create cut short by a crash leaves: a session no event or snapshot names.
+    orphan = await worker.services.providers[provider].create(SessionProfile(avatar_id=avatar))
     standby = Worker(worker_settings(amqp_url, simulator, **FAST, worker_id="replica-b"))
     await standby.start()
     try:
@@ -109,11 +120,20 @@ async def test_orphan_hunt_stops_only_the_sessions_nobody_names(
         stopped = await standby.orphans.hunt(since, datetime.now(UTC))
     finally:
         await standby.shutdown()
-    assert stopped == [orphan.session_id]
-    stats = await simulator.admin.stats()
-    assert stats.sessions[orphan.session_id].status == "closed"
+    assert stopped == [orphan.provider_session_id]
+    status = await statuses(simulator, provider)
+    assert status[orphan.provider_session_id] in {"closed", "ended"}
     for created in named:
-        assert stats.sessions[created.heygen_session_id].status != "closed"
+        assert status[created.heygen_session_id] not in {"closed", "ended"}
+
+
+async def statuses(simulator: RunningSimulator, provider: str) -> dict[str, str]:
+    """Each simulated session's status, on the provider's side."""
+    if provider == "liveavatar":
+        live = await simulator.admin.liveavatar_stats()
+        return {sid: row.status for sid, row in live.sessions.items()}
+    legacy = await simulator.admin.stats()
+    return {sid: row.status for sid, row in legacy.sessions.items()}
 
 
 async def created(worker: Worker, producer: Producer, session_id: str) -> Session:

@@ -25,18 +25,20 @@ from contracts.events import CommandFailed, Event, SessionCreated, SessionReconn
 from contracts.topology import EVENTS_EXCHANGE, command_routing_key
 from simulator.server import RunningSimulator
 from tests.integration.conftest import (
+    LIVEAVATAR_AVATAR,
     HttpLog,
     Producer,
+    answer_to,
     create,
     tapped_producer,
     wait_until,
     worker_settings,
 )
 from worker.app import Worker
-from worker.heygen.transport import default_transport
 from worker.observability.logs import configure_logging
 from worker.observability.tracing import setup_tracing, shutdown_tracing
 from worker.observability.transport import endpoint_label
+from worker.providers.transport import default_transport
 
 # Distinctive, so a search of the output cannot miss it nor match by accident.
 API_KEY = "sk-obs-e2e-5f1d2c9a7b3e4d6f8a0b"
@@ -309,3 +311,63 @@ async def test_no_secret_in_logs_metrics_or_spans(
         for record in lines:
             assert record["session_id"] == "secret"
             assert record["trace_id"] == format(consumer.context.trace_id, "032x")
+
+
+LIVEAVATAR_KEY = "la-obs-e2e-8c2e4a7d1f6b3a9e0c5d"
+
+
+async def test_no_liveavatar_secret_in_logs_metrics_spans_or_events(
+    amqp_url: str,
+    simulator: RunningSimulator,
+    connection: AbstractRobustConnection,
+    spans: InMemorySpanExporter,
+    log_output: io.StringIO,
+) -> None:
+    """LiveAvatar's key, the worker's agent token and the browser's client token: only the
+    last, and only in the events that hand the viewer the stream."""
+    settings = worker_settings(amqp_url, simulator, liveavatar_api_key=LIVEAVATAR_KEY)
+    worker = Worker(settings)
+    async with started(worker):
+        producer = await tapped_producer(connection)
+        raw = await bind_raw_events(connection)
+        created = await producer.open_session(
+            "la-secret", provider="liveavatar", avatar_id=LIVEAVATAR_AVATAR
+        )
+        assert worker.services is not None
+        session = worker.services.registry.get("la-secret")
+        assert session is not None
+        assert session.resume is not None
+        agent_room = session.resume.get_secret_value()  # the agent token and the room URL
+        speak = SessionSpeak(session_id="la-secret", text="nothing to hide")
+        await producer.call(speak)
+        await producer.tap.wait_for(answer_to(speak, {"speech.finished"}))
+        # A dropped room: reconnected, with a fresh client token.
+        await simulator.admin.drop_room(created.heygen_session_id)
+        await producer.tap.wait_for(lambda e: isinstance(e, SessionReconnected), 20)
+        stop = SessionStop(session_id="la-secret")
+        assert (await producer.call(stop)).type == "session.stopped"
+        metrics = await scrape(worker)
+        await wait_until(lambda: len(raw.messages) == len(producer.tap.events))
+
+    connection_events = [
+        e
+        for e in producer.tap.of("la-secret")
+        if isinstance(e, SessionCreated | SessionReconnected)
+    ]
+    tokens = [e.livekit_client_token for e in connection_events]
+    assert len(set(tokens)) == 2, tokens
+    agent_token = json.loads(agent_room)["token"]
+    for message in raw.messages:
+        body = message.body.decode()
+        assert LIVEAVATAR_KEY not in body
+        assert agent_token not in body
+        if message.type not in {"session.created", "session.reconnected"}:
+            assert not any(token in body for token in tokens if token), message.type
+
+    output = log_output.getvalue()
+    span_dump = "\n".join(span.to_json() for span in spans.get_finished_spans())
+    for secret in [LIVEAVATAR_KEY, agent_token, *tokens]:
+        assert secret  # a token of None or "" would make the search vacuous
+        assert secret not in output
+        assert secret not in metrics
+        assert secret not in span_dump

@@ -82,6 +82,10 @@ MINIMAL_EVENTS: dict[str, dict[str, Any]] = {
     },
     "speech.finished": {"task_id": "t1", "source": "observed"},
     "speech.interrupted": {},
+    "user.speech_started": {},
+    "user.speech_ended": {},
+    "user.transcription": {"text": "hello"},
+    "avatar.transcription": {"text": "hi there"},
     "session.keepalive_failed": {"code": "server", "message": "boom", "will_reconnect": False},
     "session.reconnecting": {"attempt": 1, "reason": "closed", "previous_heygen_session_id": "h1"},
     "session.reconnected": {
@@ -366,7 +370,7 @@ def test_configure_limits_rejects_nonsense_and_keeps_unset_values(restore_limits
 
 
 def test_enum_values_match_heygen_and_design() -> None:
-    assert [q.value for q in Quality] == ["high", "medium", "low"]
+    assert [q.value for q in Quality] == ["very_high", "high", "medium", "low"]
     assert [e.value for e in VideoEncoding] == ["H264", "VP8"]
     assert [t.value for t in TaskType] == ["repeat", "talk"]
     assert [m.value for m in TaskMode] == ["sync", "async"]

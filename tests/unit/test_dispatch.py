@@ -13,8 +13,9 @@ from worker.bus.delivery import ACK, HANDOVER_HEADER, Delivery
 from worker.dispatch import Dispatcher
 from worker.events import EventEmitter
 from worker.handlers.context import Policy, Services
-from worker.heygen.client import HeyGenClient
 from worker.observability.metrics import Metrics
+from worker.providers.heygen.client import HeyGenClient
+from worker.providers.heygen.provider import HeyGenProvider
 from worker.sessions.registry import Registry
 
 
@@ -31,7 +32,7 @@ def services() -> Services:
         SecretStr("k"), transport=httpx.MockTransport(lambda _: httpx.Response(500))
     )
     return Services(
-        heygen=heygen,
+        providers={"heygen": HeyGenProvider(heygen)},
         registry=Registry(10),
         emitter=EventEmitter(NoPublisher(), "w"),
         policy=Policy(idle_timeout_s=60, max_duration_s=600, credits_per_minute=0.2),

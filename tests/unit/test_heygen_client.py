@@ -13,29 +13,30 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from worker.heygen import (
-    ENDPOINT_EXTENSION,
+from worker.providers.base import (
     AuthenticationError,
-    Avatar,
     CapacityError,
     ForbiddenError,
-    HeyGenClient,
-    HeyGenError,
-    HeyGenTimeoutError,
-    IceCandidate,
     InvalidRequestError,
-    NewSession,
-    NewSessionRequest,
+    ProviderError,
+    ProviderTimeoutError,
     RateLimitedError,
-    RemoteSession,
-    RetryPolicy,
-    SdpAnswer,
     ServerError,
     SessionClosedError,
-    TaskResult,
     TransportError,
+)
+from worker.providers.heygen.client import ENDPOINT_EXTENSION, HeyGenClient
+from worker.providers.heygen.models import (
+    Avatar,
+    IceCandidate,
+    NewSession,
+    NewSessionRequest,
+    RemoteSession,
+    SdpAnswer,
+    TaskResult,
     Voice,
 )
+from worker.providers.retry import RetryPolicy
 
 KEY = "hg-test-key-4f1c9e7a"
 BASE = "https://heygen.test"
@@ -394,7 +395,7 @@ async def test_error_code_inside_http_200_is_an_error() -> None:
     ],
 )
 async def test_error_classes_from_answers(
-    response: httpx.Response, error_class: type[HeyGenError], kind: str, code: int | None
+    response: httpx.Response, error_class: type[ProviderError], kind: str, code: int | None
 ) -> None:
     policy = RetryPolicy(max_attempts=1)
     async with client_for(Recorder(response), retry=policy) as heygen:
@@ -447,12 +448,12 @@ async def test_malformed_success_answer_is_a_server_error_without_the_token() ->
         (httpx.PoolTimeout("no connection"), TransportError, False),
         (httpx.ReadError("connection reset"), TransportError, True),
         (httpx.RemoteProtocolError("server disconnected"), TransportError, True),
-        (httpx.ReadTimeout("read timed out"), HeyGenTimeoutError, None),
-        (httpx.WriteTimeout("write timed out"), HeyGenTimeoutError, None),
+        (httpx.ReadTimeout("read timed out"), ProviderTimeoutError, None),
+        (httpx.WriteTimeout("write timed out"), ProviderTimeoutError, None),
     ],
 )
 async def test_transport_failures_map_to_errors(
-    exc: Exception, error_class: type[HeyGenError], request_sent: bool | None
+    exc: Exception, error_class: type[ProviderError], request_sent: bool | None
 ) -> None:
     async with client_for(Recorder(exc), retry=RetryPolicy(max_attempts=1)) as heygen:
         with pytest.raises(error_class) as info:
@@ -484,7 +485,7 @@ async def test_unsent_task_is_retried_but_a_possibly_sent_one_is_not() -> None:
 async def test_new_session_is_never_retried_blindly(failure: httpx.Response | Exception) -> None:
     rec = Recorder(failure, ok({"session_id": "hs"}))
     async with client_for(rec) as heygen:
-        with pytest.raises(HeyGenError):
+        with pytest.raises(ProviderError):
             await heygen.new_session(NewSessionRequest(avatar_id="a"))
     assert len(rec.requests) == 1
 
@@ -527,7 +528,7 @@ async def test_retries_stop_after_max_attempts() -> None:
 async def test_past_deadline_sends_nothing() -> None:
     rec = Recorder(ok())
     async with client_for(rec) as heygen:
-        with pytest.raises(HeyGenTimeoutError):
+        with pytest.raises(ProviderTimeoutError):
             await heygen.keep_alive("hs", deadline=time.monotonic() - 0.01)
     assert rec.requests == []
 
@@ -542,7 +543,7 @@ async def test_deadline_caps_the_request_timeout() -> None:
 
     started = time.monotonic()
     async with client_for(hang, timeout=30.0) as heygen:
-        with pytest.raises(HeyGenTimeoutError):
+        with pytest.raises(ProviderTimeoutError):
             await heygen.task("hs", "hi", deadline=started + 0.15)
     assert time.monotonic() - started < 1.0
     assert 0 < seen[0].extensions["timeout"]["read"] <= 0.15
@@ -554,7 +555,7 @@ async def test_request_timeout_override_and_client_timeout() -> None:
         return ok({"task_id": "t", "duration_ms": 1})
 
     async with client_for(slow, timeout=0.05) as heygen:
-        with pytest.raises(HeyGenTimeoutError):
+        with pytest.raises(ProviderTimeoutError):
             await heygen.task("hs", "hi", task_mode="sync")
         result = await heygen.task("hs", "hi", task_mode="sync", request_timeout=2.0)
     assert result.task_id == "t"
@@ -617,14 +618,14 @@ async def test_api_key_never_in_repr_errors_or_logs(caplog: pytest.LogCaptureFix
     caplog.set_level(logging.DEBUG)
     echo = fail(401, 400112, f"Unauthorized key {KEY}")
     rec = Recorder(ok({"session_id": "hs"}), echo, httpx.ConnectError(f"cannot reach with {KEY}"))
-    errors: list[HeyGenError] = []
+    errors: list[ProviderError] = []
     async with client_for(rec, retry=RetryPolicy(max_attempts=1)) as heygen:
         texts = [repr(heygen), str(heygen)]
         await heygen.new_session(NewSessionRequest(avatar_id="a"))
         for _ in range(2):
             try:
                 await heygen.keep_alive("hs")
-            except HeyGenError as exc:
+            except ProviderError as exc:
                 errors.append(exc)
                 logging.getLogger("test").exception("call failed")
     assert [type(e) for e in errors] == [AuthenticationError, TransportError]

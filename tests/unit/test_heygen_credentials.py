@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.heygen.credentials import ApiKeyError, load_api_key
+from worker.providers.credentials import ApiKeyError, load_api_key
 
 KEY = "hg-secret-key-123"
 

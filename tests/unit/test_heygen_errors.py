@@ -7,20 +7,20 @@ from email.utils import format_datetime
 
 import pytest
 
-from worker.heygen.errors import (
+from worker.providers.base import (
     AuthenticationError,
     CapacityError,
     ForbiddenError,
-    HeyGenError,
-    HeyGenTimeoutError,
     InvalidRequestError,
+    ProviderError,
+    ProviderTimeoutError,
     RateLimitedError,
     ServerError,
     SessionClosedError,
     TransportError,
-    error_from_answer,
-    parse_retry_after,
 )
+from worker.providers.heygen.errors import error_from_answer
+from worker.providers.retry import parse_retry_after
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,7 @@ from worker.heygen.errors import (
     ],
 )
 def test_error_from_answer(
-    status: int, code: int | None, message: str, expected: type[HeyGenError]
+    status: int, code: int | None, message: str, expected: type[ProviderError]
 ) -> None:
     error = error_from_answer(
         endpoint="streaming.task", http_status=status, code=code, message=message
@@ -67,7 +67,7 @@ def test_kinds_and_retryable_flags() -> None:
             InvalidRequestError,
             RateLimitedError,
             ServerError,
-            HeyGenTimeoutError,
+            ProviderTimeoutError,
             CapacityError,
             TransportError,
         )

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from worker.heygen import (
-    HeyGenClient,
+from worker.providers.heygen.client import HeyGenClient
+from worker.providers.heygen.models import (
     IceCandidate,
     NewSessionRequest,
     SdpAnswer,
@@ -24,7 +24,9 @@ from worker.heygen import (
 )
 
 # HeyGen's file, vendored beside the client (MIT licence, attribution in its header).
-OPENAPI = Path(__file__).parents[2] / "worker" / "heygen" / "heygen-streaming-openapi.yml"
+OPENAPI = (
+    Path(__file__).parents[2] / "worker" / "providers" / "heygen" / "heygen-streaming-openapi.yml"
+)
 
 # The reference's streaming.new fields that the v1-era OpenAPI file lacks.
 V2_NEW_SESSION_FIELDS: dict[str, Any] = {

@@ -7,20 +7,20 @@ from collections.abc import Callable
 
 import pytest
 
-from worker.heygen.errors import (
+from worker.observability.metrics import HEYGEN_ENDPOINTS
+from worker.providers.base import (
     AuthenticationError,
     CapacityError,
     ForbiddenError,
-    HeyGenError,
-    HeyGenTimeoutError,
     InvalidRequestError,
+    ProviderError,
+    ProviderTimeoutError,
     RateLimitedError,
     ServerError,
     SessionClosedError,
     TransportError,
 )
-from worker.heygen.retry import ENDPOINT_SAFETY, OnRetry, RetryPolicy, Safety, is_retried
-from worker.observability.metrics import HEYGEN_ENDPOINTS
+from worker.providers.retry import ENDPOINT_SAFETY, OnRetry, RetryPolicy, Safety, is_retried
 
 IDEMPOTENT = [
     "streaming.keep_alive",
@@ -33,11 +33,11 @@ IDEMPOTENT = [
 UNSAFE = ["streaming.new", "streaming.task", "streaming.start", "streaming.create_token"]
 
 
-def sample(kind: str, endpoint: str = "x") -> HeyGenError:
+def sample(kind: str, endpoint: str = "x") -> ProviderError:
     return {
         "unsent": TransportError("refused", endpoint=endpoint, request_sent=False),
         "sent": TransportError("reset", endpoint=endpoint, request_sent=True),
-        "timeout": HeyGenTimeoutError("slow", endpoint=endpoint),
+        "timeout": ProviderTimeoutError("slow", endpoint=endpoint),
         "429": RateLimitedError("slow down", endpoint=endpoint, http_status=429),
         "5xx": ServerError("boom", endpoint=endpoint, http_status=500),
         "auth": AuthenticationError("no", endpoint=endpoint, http_status=401),
@@ -195,7 +195,7 @@ async def test_gives_up_after_max_attempts_with_the_last_error() -> None:
 async def test_not_retried_error_is_raised_at_once() -> None:
     fake = FakeTime()
     call = Script(sample("timeout"))
-    with pytest.raises(HeyGenTimeoutError):
+    with pytest.raises(ProviderTimeoutError):
         await policy_with(fake).run("streaming.task", call, deadline=None)
     assert (call.calls, fake.slept) == (1, [])
 
@@ -244,3 +244,16 @@ async def test_retry_after_past_the_deadline_is_not_waited_for() -> None:
     with pytest.raises(RateLimitedError):
         await policy_with(fake).run("streaming.task", call, deadline=2.0)
     assert fake.slept == []
+
+
+async def test_another_providers_table_decides_what_is_retried() -> None:
+    fake = FakeTime()
+    # "sessions.keep-alive" is unknown to HeyGen's table (unsafe there): its own table says
+    # a server error there is worth repeating.
+    call = Script(sample("5xx"))
+    with pytest.raises(ServerError):
+        await policy_with(fake).run("sessions.keep-alive", call, deadline=None)
+    call = Script(sample("5xx"))
+    own = policy_with(fake)
+    assert await own.run("sessions.keep-alive", call, deadline=None, retried=lambda e, _: True)
+    assert call.calls == 2

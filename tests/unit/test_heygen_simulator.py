@@ -9,23 +9,20 @@ import pytest
 from pydantic import SecretStr
 
 from simulator.server import RunningSimulator, running_simulator
-from worker.heygen import (
+from worker.providers.base import (
     AuthenticationError,
     CapacityError,
     ForbiddenError,
-    HeyGenClient,
-    HeyGenTimeoutError,
-    IceCandidate,
     InvalidRequestError,
-    NewSessionRequest,
+    ProviderTimeoutError,
     RateLimitedError,
-    RetryPolicy,
-    SdpAnswer,
     ServerError,
     SessionClosedError,
     TransportError,
-    Voice,
 )
+from worker.providers.heygen.client import HeyGenClient
+from worker.providers.heygen.models import IceCandidate, NewSessionRequest, SdpAnswer, Voice
+from worker.providers.retry import RetryPolicy
 
 AVATAR = "Wayne_20240711"
 ONCE = RetryPolicy(max_attempts=1)
@@ -172,7 +169,7 @@ async def test_server_error_retried_on_keep_alive_not_on_new(sim: RunningSimulat
 async def test_hang_is_a_timeout(sim: RunningSimulator) -> None:
     await sim.admin.set_fault("streaming.list", hang_s=5, count=1)
     async with client(sim, timeout=0.2, retry=ONCE) as heygen:
-        with pytest.raises(HeyGenTimeoutError):
+        with pytest.raises(ProviderTimeoutError):
             await heygen.list_sessions()
 
 

@@ -17,8 +17,11 @@ from aiohttp import web
 from aiohttp.client_reqrep import ConnectionKey
 from pydantic import SecretStr
 
-from worker.heygen import HeyGenClient, HeyGenTimeoutError, RetryPolicy, TaskResult, TransportError
-from worker.heygen.transport import _as_httpx, is_timeout, request_may_have_been_sent
+from worker.providers.base import ProviderTimeoutError, TransportError
+from worker.providers.heygen.client import HeyGenClient
+from worker.providers.heygen.models import TaskResult
+from worker.providers.retry import RetryPolicy
+from worker.providers.transport import _as_httpx, is_timeout, request_may_have_been_sent
 
 KEY = "hg-transport-key"
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -142,7 +145,7 @@ async def test_a_server_that_never_answers_is_a_timeout_after_sending() -> None:
         SecretStr(KEY), f"http://127.0.0.1:{port}", timeout=0.3, retry=RetryPolicy(max_attempts=1)
     )
     async with server, client as heygen:
-        with pytest.raises(HeyGenTimeoutError):
+        with pytest.raises(ProviderTimeoutError):
             await heygen.task("hs", "hi")
 
 

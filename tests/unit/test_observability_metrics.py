@@ -20,20 +20,23 @@ EXPECTED = {
     "heygen_worker_command_duration_seconds": ("histogram", {"type"}),
     "heygen_worker_command_queue_delay_seconds": ("histogram", {"type"}),
     "heygen_worker_commands_in_flight": ("gauge", set()),
-    "heygen_worker_heygen_requests": ("counter", {"endpoint", "outcome"}),
-    "heygen_worker_heygen_request_duration_seconds": ("histogram", {"endpoint"}),
-    "heygen_worker_heygen_retries": ("counter", {"endpoint", "kind"}),
-    "heygen_worker_sessions": ("gauge", {"state"}),
-    "heygen_worker_sessions_created": ("counter", {"outcome"}),
-    "heygen_worker_sessions_stopped": ("counter", {"reason"}),
+    "heygen_worker_heygen_requests": ("counter", {"provider", "endpoint", "outcome"}),
+    "heygen_worker_heygen_request_duration_seconds": ("histogram", {"provider", "endpoint"}),
+    "heygen_worker_heygen_retries": ("counter", {"provider", "endpoint", "kind"}),
+    "heygen_worker_sessions": ("gauge", {"provider", "state"}),
+    "heygen_worker_sessions_created": ("counter", {"provider", "outcome"}),
+    "heygen_worker_sessions_stopped": ("counter", {"provider", "reason"}),
     "heygen_worker_session_duration_seconds": ("histogram", {"reason"}),
     "heygen_worker_billed_session_seconds": ("counter", set()),
     "heygen_worker_credits_estimated": ("counter", set()),
-    "heygen_worker_speech_tasks": ("counter", {"task_type", "task_mode"}),
+    "heygen_worker_speech_tasks": ("counter", {"provider", "task_type", "task_mode"}),
     "heygen_worker_speech_characters": ("counter", set()),
-    "heygen_worker_keepalives": ("counter", {"outcome"}),
+    "heygen_worker_keepalives": ("counter", {"provider", "outcome"}),
     "heygen_worker_keepalive_lateness_seconds": ("histogram", set()),
-    "heygen_worker_reconnects": ("counter", {"outcome"}),
+    "heygen_worker_reconnects": ("counter", {"provider", "outcome"}),
+    "heygen_worker_provider_credits": ("gauge", {"provider"}),
+    "heygen_worker_credit_burn_per_minute": ("gauge", {"provider"}),
+    "heygen_worker_observed": ("counter", {"provider", "kind"}),
     "heygen_worker_leaked_sessions_stopped": ("counter", set()),
     "heygen_worker_events_published": ("counter", {"type"}),
     "heygen_worker_event_publish_failures": ("counter", set()),
@@ -45,6 +48,7 @@ EXPECTED = {
     "heygen_worker_broker_api_up": ("gauge", set()),
     "heygen_worker_partitions": ("gauge", set()),
     "heygen_worker_max_sessions": ("gauge", set()),
+    "heygen_worker_credit_alert_seconds": ("gauge", set()),
     "heygen_worker_build": ("info", {"version", "python"}),
 }
 
@@ -89,10 +93,11 @@ def test_no_created_series_double_the_scrape(metrics: Metrics, registry: Collect
 def test_latency_buckets_reach_minutes(metrics: Metrics, registry: CollectorRegistry) -> None:
     assert LATENCY_BUCKETS[0] <= 0.01
     assert LATENCY_BUCKETS[-1] >= 60
-    metrics.heygen_request_duration_seconds.labels("streaming.task").observe(42)
+    metrics.heygen_request_duration_seconds.labels("heygen", "streaming.task").observe(42)
     bucket = "heygen_worker_heygen_request_duration_seconds_bucket"
-    below = registry.get_sample_value(bucket, {"endpoint": "streaming.task", "le": "30.0"})
-    above = registry.get_sample_value(bucket, {"endpoint": "streaming.task", "le": "60.0"})
+    task = {"provider": "heygen", "endpoint": "streaming.task"}
+    below = registry.get_sample_value(bucket, {**task, "le": "30.0"})
+    above = registry.get_sample_value(bucket, {**task, "le": "60.0"})
     assert (below, above) == (0, 1)
     top = registry.get_sample_value(
         "heygen_worker_session_duration_seconds_bucket", {"reason": "idle", "le": "14400.0"}
@@ -115,22 +120,32 @@ def test_known_label_values_follow_the_contracts(
     for event_type in contracts.EVENT_TYPES:
         assert value("heygen_worker_events_published_total", {"type": event_type}) == 0
     for reason in StopReason:
-        assert value("heygen_worker_sessions_stopped_total", {"reason": reason.value}) == 0
-    assert value("heygen_worker_sessions", {"state": "stopped"}) is None  # not a live state
+        for provider in ("heygen", "liveavatar"):
+            labels = {"provider": provider, "reason": reason.value}
+            assert value("heygen_worker_sessions_stopped_total", labels) == 0
+    assert (
+        value("heygen_worker_sessions", {"provider": "heygen", "state": "stopped"}) is None
+    )  # not a live state
     assert value("heygen_worker_dead_letters_total", {"reason": "schema"}) == 0
 
 
-def test_observe_heygen_bounds_endpoint_and_outcome(
+def test_observe_request_bounds_endpoint_and_outcome_per_provider(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
-    metrics.observe_heygen("streaming.new", "capacity", 1.5)
-    metrics.observe_heygen("/v9/anything", "weird", 0.1)
+    metrics.observe_request("heygen", "streaming.new", "capacity", 1.5)
+    metrics.observe_request("heygen", "/v9/anything", "weird", 0.1)
+    metrics.observe_request("liveavatar", "sessions.start", "ok", 0.2)
+    metrics.observe_request("liveavatar", "streaming.new", "ok", 0.2)  # not a LiveAvatar endpoint
     value = registry.get_sample_value
     requests = "heygen_worker_heygen_requests_total"
-    assert value(requests, {"endpoint": "streaming.new", "outcome": "capacity"}) == 1
-    assert value(requests, {"endpoint": "other", "outcome": "other"}) == 1
+    heygen = {"provider": "heygen"}
+    assert value(requests, {**heygen, "endpoint": "streaming.new", "outcome": "capacity"}) == 1
+    assert value(requests, {**heygen, "endpoint": "other", "outcome": "other"}) == 1
+    liveavatar = {"provider": "liveavatar", "outcome": "ok"}
+    assert value(requests, {**liveavatar, "endpoint": "sessions.start"}) == 1
+    assert value(requests, {**liveavatar, "endpoint": "other"}) == 1
     duration = "heygen_worker_heygen_request_duration_seconds_sum"
-    assert value(duration, {"endpoint": "streaming.new"}) == 1.5
+    assert value(duration, {**heygen, "endpoint": "streaming.new"}) == 1.5
 
 
 def test_broker_confirms_are_timed_by_kind_to_the_sub_millisecond(

@@ -33,19 +33,28 @@ def exercise(metrics: m.Metrics) -> None:
         metrics.command_queue_delay_seconds.labels(command_type).observe(0.02)
         metrics.commands_total.labels(command_type, outcome).inc()
         metrics.command_duration_seconds.labels(command_type).observe(0.15)
-    for endpoint, outcome in product(m.HEYGEN_ENDPOINTS, m.HEYGEN_OUTCOMES):
-        metrics.observe_heygen(endpoint, outcome, 0.3)
-    for endpoint, kind in product(m.HEYGEN_ENDPOINTS, m.RETRIED_KINDS):
-        metrics.heygen_retries_total.labels(endpoint, kind).inc()
-    for reason in m.STOP_REASONS:
-        metrics.sessions_stopped_total.labels(reason).inc()
+    for provider, endpoints in m.PROVIDER_ENDPOINTS.items():
+        for endpoint, outcome in product(endpoints, m.HEYGEN_OUTCOMES):
+            metrics.observe_request(provider, endpoint, outcome, 0.3)
+        for endpoint, kind in product(endpoints, m.RETRIED_KINDS):
+            metrics.heygen_retries_total.labels(provider, endpoint, kind).inc()
+    for provider, reason in product(m.PROVIDERS, m.STOP_REASONS):
+        metrics.sessions_stopped_total.labels(provider, reason).inc()
         metrics.session_duration_seconds.labels(reason).observe(600)
-    for task_type, task_mode in product(m.TASK_TYPES, m.TASK_MODES):
-        metrics.speech_tasks_total.labels(task_type, task_mode).inc()
-    for family, values in (
+    for provider, task_type, task_mode in product(m.PROVIDERS, m.TASK_TYPES, m.TASK_MODES):
+        metrics.speech_tasks_total.labels(provider, task_type, task_mode).inc()
+    for provider_family, provider_values in (
         (metrics.sessions_created_total, m.SESSION_CREATE_OUTCOMES),
         (metrics.keepalives_total, m.KEEPALIVE_OUTCOMES),
         (metrics.reconnects_total, m.RECONNECT_OUTCOMES),
+        (metrics.observed_total, m.OBSERVED_KINDS),
+    ):
+        for provider, value in product(m.PROVIDERS, provider_values):
+            provider_family.labels(provider, value).inc()
+    for provider in m.PROVIDERS:
+        metrics.credits_left.labels(provider).set(1000)
+        metrics.credit_burn_per_minute.labels(provider).set(4)
+    for family, values in (
         (metrics.events_published_total, m.EVENT_TYPES),
         (metrics.dead_letters_total, m.DEAD_LETTER_REASONS),
     ):
@@ -62,8 +71,8 @@ def exercise(metrics: m.Metrics) -> None:
     metrics.keepalive_lateness_seconds.observe(0.2)
     for kind in m.PUBLISH_KINDS:
         metrics.observe_confirm(kind, 0.002)
-    for state in m.SESSION_STATES:
-        metrics.sessions.labels(state).set(3)
+    for provider, state in product(m.PROVIDERS, m.SESSION_STATES):
+        metrics.sessions.labels(provider, state).set(3)
     for connection in m.BUS_CONNECTIONS:
         metrics.bus_connected.labels(connection).set(1)
     metrics.partitions.set(8)

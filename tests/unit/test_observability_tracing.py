@@ -52,7 +52,8 @@ def client(handler: Handler, registry: CollectorRegistry) -> httpx.AsyncClient:
 
 def requests_total(registry: CollectorRegistry, endpoint: str, outcome: str) -> float | None:
     return registry.get_sample_value(
-        "heygen_worker_heygen_requests_total", {"endpoint": endpoint, "outcome": outcome}
+        "heygen_worker_heygen_requests_total",
+        {"provider": "heygen", "endpoint": endpoint, "outcome": outcome},
     )
 
 
@@ -204,7 +205,8 @@ async def test_transport_records_outcome_and_keeps_the_body(
     assert (response.json() if body is not None else response.text) == (body or "<html>oops</html>")
     assert requests_total(registry, "streaming.task", outcome) == 1
     count = registry.get_sample_value(
-        "heygen_worker_heygen_request_duration_seconds_count", {"endpoint": "streaming.task"}
+        "heygen_worker_heygen_request_duration_seconds_count",
+        {"provider": "heygen", "endpoint": "streaming.task"},
     )
     assert count == 1
     (span,) = spans.get_finished_spans()

@@ -6,6 +6,7 @@ import argparse
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import TextIO
 
 from aio_pika.abc import AbstractChannel
@@ -19,14 +20,18 @@ from contracts.commands import (
     SessionSpeak,
     SessionStop,
 )
-from contracts.common import TaskMode, new_id
+from contracts.common import Provider, TaskMode, new_id
 from contracts.events import Event, SessionStopped
 from worker.cli.answers import is_failure, send_and_wait
 from worker.cli.broker import connect
+from worker.cli.demo_liveavatar import DEFAULT_AVATAR as LIVEAVATAR_AVATAR
+from worker.cli.demo_liveavatar import converse_liveavatar
 from worker.cli.errors import CliError, ExitCode
 from worker.cli.output import event_line, note, write_line
 from worker.cli.publish import DEFAULT_AVATAR, DEFAULT_WAIT_S
 
+# The worker's bundled simulator (SIMULATOR_PORT's default), which plays the LiveAvatar end user.
+DEFAULT_SIMULATOR_URL = "http://127.0.0.1:8090"
 GREETING = "Hello! I am a streaming avatar, driven through RabbitMQ."
 SYNC_LINE = "This sentence is spoken in sync mode."
 LONG_LINE = (
@@ -44,11 +49,30 @@ def add_parser(
         parents=[common],
         help="run a scripted conversation against a running worker",
         description="Create a session, speak three times (once in sync mode), interrupt the "
-        "last speech, stop, and print each event as it arrives. Exit status: 0 when every "
-        "step succeeded, 1 if one was rejected or failed, 4 if one got no answer in time.",
+        "last speech, stop, and print each event as it arrives. With --provider liveavatar: "
+        "speak with observed start and end, let the simulator play the end user, answer with "
+        "a speak built from the transcription, interrupt, stop with the credits used. Exit "
+        "status: 0 when every step succeeded, 1 if one was rejected or failed, 4 if one got "
+        "no answer in time.",
     )
     parser.add_argument("--session", help="session id (default: demo-<random>)")
-    parser.add_argument("--avatar", default=DEFAULT_AVATAR, help="HeyGen avatar id")
+    parser.add_argument(
+        "--provider",
+        choices=[p.value for p in Provider],
+        default=Provider.HEYGEN.value,
+        help="heygen (the legacy Streaming API) or liveavatar (FULL mode: observed speech, "
+        "the end user's words answered)",
+    )
+    parser.add_argument(
+        "--avatar", help=f"avatar id (heygen: {DEFAULT_AVATAR}; liveavatar: the simulator's)"
+    )
+    parser.add_argument(
+        "--simulator",
+        default=DEFAULT_SIMULATOR_URL,
+        metavar="URL",
+        help="liveavatar: the simulator that plays the end user (default %(default)s, the "
+        "worker's bundled one)",
+    )
     parser.add_argument(
         "--wait", type=float, default=DEFAULT_WAIT_S, metavar="S", help="wait S s per step (15)"
     )
@@ -98,16 +122,19 @@ class Transcript:
         line = f"summary: {self.types.total()} events in {elapsed:.1f} s ({counts})"
         if self.stopped is not None:
             u = self.stopped.usage
+            credits = u.credits_estimate if u.credits is None else u.credits
             line += (
-                f"; usage: {u.billed_seconds:g} billed seconds, {u.credits_estimate:g} credits "
-                f"(estimate), {u.tasks} speech tasks, {u.characters} characters"
+                f"; usage: {u.billed_seconds:g} billed seconds, {credits:g} credits "
+                f"({u.credits_source}), {u.tasks} speech tasks, {u.characters} characters"
             )
         return line
 
 
 async def run_demo(args: argparse.Namespace, out: TextIO) -> int:
     session_id = args.session or f"demo-{new_id()[:8]}"
-    steps = script(session_id, args.avatar)
+    liveavatar = args.provider == Provider.LIVEAVATAR.value
+    avatar = args.avatar or (LIVEAVATAR_AVATAR if liveavatar else DEFAULT_AVATAR)
+    steps = script(session_id, avatar)
     try:
         steps[0][1]()  # bad ids are usage errors, reported before connecting
     except ValidationError as exc:
@@ -116,9 +143,21 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> int:
         channel = await connection.channel()
         async with subscribe_events(channel, session_id=session_id) as events:
             transcript = Transcript(out)
-            code = await _converse(channel, events, steps, transcript, args.wait)
-            if code is not ExitCode.OK and transcript.types["session.created"]:
-                await _clean_up(channel, events, session_id, transcript, args.wait)
+            if liveavatar:
+                code = await converse_liveavatar(
+                    channel,
+                    events,
+                    transcript.show,
+                    session_id=session_id,
+                    avatar_id=avatar,
+                    simulator_url=args.simulator,
+                    wait=args.wait,
+                    out_line=partial(write_line, out),
+                )
+            else:
+                code = await _converse(channel, events, steps, transcript, args.wait)
+                if code is not ExitCode.OK and transcript.types["session.created"]:
+                    await _clean_up(channel, events, session_id, transcript, args.wait)
     write_line(out, transcript.summary())
     return code
 

@@ -11,7 +11,7 @@ from contracts.events import EventBase
 
 # The fields worth a glance per event type; the JSON form has everything.
 KEY_FIELDS: dict[str, tuple[str, ...]] = {
-    "session.created": ("heygen_session_id", "version", "url"),
+    "session.created": ("heygen_session_id", "provider", "version", "url", "livekit_url"),
     "session.ready": ("heygen_session_id",),
     "speech.started": ("task_id", "task_mode", "duration_ms", "characters"),
     "speech.finished": ("task_id", "source", "duration_ms"),
@@ -19,7 +19,9 @@ KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "session.keepalive_failed": ("code", "message", "will_reconnect"),
     "session.reconnecting": ("attempt", "reason"),
     "session.reconnected": ("attempt", "heygen_session_id"),
-    "session.stopped": ("reason", "detail", "usage"),
+    "session.stopped": ("reason", "detail", "provider_end_reason", "usage"),
+    "user.transcription": ("text",),
+    "avatar.transcription": ("text",),
     "command.rejected": ("command_type", "code", "message"),
     "command.failed": ("command_type", "code", "message", "retryable"),
     "command.completed": ("command_type",),

@@ -18,6 +18,9 @@ from contracts.codec import DecodeError, decode_event
 from contracts.commands import COMMAND_TYPES, CommandBase, SessionsList
 from contracts.common import (
     Emotion,
+    InteractivityType,
+    LiveAvatarMode,
+    Provider,
     Quality,
     SessionState,
     TaskMode,
@@ -87,6 +90,17 @@ def add_parser(
     create.add_argument("--idle-timeout", type=int, metavar="S", help="worker policy")
     create.add_argument("--max-duration", type=int, metavar="S", help="worker policy")
     create.add_argument("--v1", action="store_true", help="raw WebRTC (SDP) instead of LiveKit")
+    create.add_argument(
+        "--provider",
+        choices=[p.value for p in Provider],
+        help="heygen or liveavatar (default: the worker's WORKER_DEFAULT_PROVIDER)",
+    )
+    create.add_argument("--mode", choices=[m.value for m in LiveAvatarMode], help="liveavatar")
+    create.add_argument("--sandbox", action="store_true", help="liveavatar: a sandbox session")
+    create.add_argument(
+        "--interactivity-type", choices=[i.value for i in InteractivityType], help="liveavatar"
+    )
+    create.add_argument("--context-id", help="liveavatar: the context the avatar answers from")
 
     start = action("start", session, "v1: send the SDP answer (session.start)", _start_fields)
     start.add_argument("--sdp-file", required=True, help="file with the SDP answer, - for stdin")
@@ -199,6 +213,11 @@ def _create_fields(args: argparse.Namespace) -> dict[str, Any]:
         "activity_idle_timeout": args.activity_idle_timeout,
         "idle_timeout_s": args.idle_timeout,
         "max_duration_s": args.max_duration,
+        "provider": args.provider,
+        "mode": args.mode,
+        "is_sandbox": True if args.sandbox else None,
+        "interactivity_type": args.interactivity_type,
+        "context_id": args.context_id,
     }
 
 

@@ -7,7 +7,7 @@ import argparse
 from pydantic import SecretStr, ValidationError
 
 from worker.cli.errors import CliError, ExitCode
-from worker.heygen.credentials import ApiKeyError
+from worker.providers.credentials import ApiKeyError
 from worker.settings import WorkerSettings
 
 

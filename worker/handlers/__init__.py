@@ -1,4 +1,4 @@
-"""One plain async function per command type: command in, HeyGen calls, events out."""
+"""One plain async function per command type: command in, provider calls, events out."""
 
 from __future__ import annotations
 

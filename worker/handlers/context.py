@@ -11,11 +11,12 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from contracts.commands import Command
+from contracts.common import Provider as ProviderName
 from contracts.common import RejectCode, SessionState
 from contracts.events import Event
 from worker.events import EventEmitter
-from worker.heygen.client import HeyGenClient
 from worker.observability.metrics import Metrics
+from worker.providers.base import Provider
 from worker.sessions.mailbox import Mailboxes
 from worker.sessions.registry import Registry
 from worker.sessions.session import Session
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class Rejected(Exception):
-    """The command is refused without calling HeyGen; becomes `command.rejected`."""
+    """The command is refused without calling the provider; becomes `command.rejected`."""
 
     def __init__(self, code: RejectCode, message: str) -> None:
         super().__init__(message)
@@ -40,6 +41,11 @@ class Policy:
     max_duration_s: float
     credits_per_minute: float
     reconnect_attempts: int = 3
+    # The provider of a session.create that names none (WORKER_DEFAULT_PROVIDER).
+    default_provider: ProviderName = ProviderName.HEYGEN
+    # A speak sent to a provider that observes speech fails (command.failed, not repeated) when
+    # its start is not observed this long after the speech queued ahead of it could have ended.
+    speech_start_timeout_s: float = 15.0
     # A task refused as "not in correct state" this soon after start means the viewer has not
     # joined yet, not that the session closed: no reconnection.
     fresh_session_s: float = 30.0
@@ -51,12 +57,13 @@ class Policy:
 
 class OrphanSuspects(Protocol):
     def suspect(self, since: datetime) -> None:
-        """A `streaming.new` since then may have made a HeyGen session nobody knows."""
+        """A create since then may have made a provider session nobody knows."""
 
 
 @dataclass
 class Services:
-    heygen: HeyGenClient
+    # By provider name ("heygen", "liveavatar"): the ones this worker runs.
+    providers: dict[str, Provider]
     registry: Registry
     emitter: EventEmitter
     policy: Policy
@@ -65,6 +72,16 @@ class Services:
     timers: Timers = field(default_factory=Timers)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     orphans: OrphanSuspects | None = None
+
+    def provider(self, session: Session) -> Provider:
+        """The provider the session runs on."""
+        return self.providers[session.provider]
+
+    def credit_rate(self, session: Session) -> float:
+        """Credits a minute the session is estimated to burn: its provider's published rate,
+        else the configured estimate (HeyGen's legacy billing)."""
+        rate = self.provider(session).credits_per_minute
+        return self.policy.credits_per_minute if rate is None else rate
 
     async def checkpoint(self, session: Session) -> None:
         """Persist the session now (before a side effect that must not be repeated)."""
@@ -93,13 +110,9 @@ class CommandContext:
     command: Command
     principal: str | None
     partition: int
-    # time.monotonic() value past which HeyGen calls are not retried.
+    # time.monotonic() value past which provider calls are not retried.
     deadline: float | None
     services: Services
-
-    @property
-    def heygen(self) -> HeyGenClient:
-        return self.services.heygen
 
     def session(self, session_id: str) -> Session:
         """The live session the command addresses, if the sender may act on it."""

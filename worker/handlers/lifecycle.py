@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 from contracts.commands import (
     Command,
@@ -20,57 +19,30 @@ from contracts.commands import (
 from contracts.common import RejectCode, SessionState, StopReason, StreamingVersion
 from contracts.events import CommandCompleted, SessionCreated, SessionReady, SessionStopped, Usage
 from worker.handlers.context import CommandContext, Rejected, Services
-from worker.heygen.errors import CapacityError, HeyGenError, SessionClosedError, may_have_acted
-from worker.heygen.models import IceCandidate, NewSession, NewSessionRequest, SdpAnswer
+from worker.handlers.profile import connection_fields, profile_of
+from worker.providers.base import (
+    CapacityError,
+    ProviderError,
+    SessionClosedError,
+    Stopped,
+    may_have_acted,
+)
 from worker.sessions.registry import CapacityExceeded
 from worker.sessions.session import Session
 
 log = logging.getLogger(__name__)
 
 
-def new_session_request(profile: SessionCreate) -> NewSessionRequest:
-    """The HeyGen body for a session profile; reconnection reuses it."""
-    fields = profile.model_dump(
-        mode="json",
-        include={
-            "avatar_id",
-            "voice",
-            "quality",
-            "video_encoding",
-            "version",
-            "activity_idle_timeout",
-            "knowledge_base",
-            "knowledge_base_id",
-            "language",
-            "stt_settings",
-        },
-        exclude_none=True,
-    )
-    return NewSessionRequest.model_validate(fields)
-
-
-def connection_fields(new: NewSession) -> dict[str, Any]:
-    """What a client needs to join the stream; shared by session.created and session.reconnected."""
-    return {
-        "heygen_session_id": new.session_id,
-        "url": new.url,
-        "access_token": new.access_token,
-        "realtime_endpoint": new.realtime_endpoint,
-        "session_duration_limit": new.session_duration_limit,
-        "is_paid": new.is_paid,
-        "sdp": new.sdp.model_dump() if new.sdp else None,
-        "ice_servers": _ice_servers(new),
-    }
-
-
-def _ice_servers(new: NewSession) -> list[dict[str, object]] | None:
-    servers = new.ice_servers2 or [s for s in new.ice_servers or [] if not isinstance(s, str)]
-    if not servers:
-        return None
-    return [s.model_dump(by_alias=True, exclude_none=True) for s in servers]
-
-
 async def create_session(cmd: SessionCreate, ctx: CommandContext) -> None:
+    try:
+        cmd = cmd.for_provider(ctx.services.policy.default_provider)
+    except ValueError as exc:
+        raise Rejected(RejectCode.VALIDATION, str(exc)) from exc
+    assert cmd.provider is not None
+    if cmd.provider.value not in ctx.services.providers:
+        raise Rejected(
+            RejectCode.VALIDATION, f"provider {cmd.provider} is not configured on this worker"
+        )
     registry = ctx.services.registry
     existing = registry.get(cmd.session_id)
     if existing is not None and existing.profile.command_id == cmd.command_id and existing.live:
@@ -87,6 +59,7 @@ async def create_session(cmd: SessionCreate, ctx: CommandContext) -> None:
         partition=ctx.partition,
         owner=ctx.principal,
         profile=cmd,
+        provider=cmd.provider.value,
         # A producer may tighten the credit-saving limits, never loosen them.
         idle_timeout_s=min(cmd.idle_timeout_s or policy.idle_timeout_s, policy.idle_timeout_s),
         max_duration_s=min(cmd.max_duration_s or policy.max_duration_s, policy.max_duration_s),
@@ -95,30 +68,33 @@ async def create_session(cmd: SessionCreate, ctx: CommandContext) -> None:
     try:
         registry.add(session)
     except CapacityExceeded as exc:
-        created.labels(outcome="capacity").inc()
+        created.labels(provider=session.provider, outcome="capacity").inc()
         raise Rejected(RejectCode.CAPACITY, str(exc)) from exc
-    # If this replica dies before the answer's snapshot, the next owner knows a HeyGen session
+    # If this replica dies before the answer's snapshot, the next owner knows a provider session
     # may exist that no event names, and stops it (worker/orphans.py).
     session.pending_command = cmd.command_id
     checkpointed = datetime.now(UTC)
     try:
         await ctx.services.checkpoint(session)
-        # Never retried blindly by the client: streaming.new is billed.
-        new = await ctx.heygen.new_session(new_session_request(cmd), deadline=ctx.deadline)
+        # Never retried blindly by the provider: a create is billed.
+        made = await ctx.services.provider(session).create(profile_of(cmd), deadline=ctx.deadline)
     except CapacityError as exc:
         registry.remove(cmd.session_id)
-        created.labels(outcome="capacity").inc()
-        raise Rejected(RejectCode.CAPACITY, f"HeyGen refused a new session: {exc.message}") from exc
+        created.labels(provider=session.provider, outcome="capacity").inc()
+        raise Rejected(
+            RejectCode.CAPACITY, f"{session.provider} refused a new session: {exc.message}"
+        ) from exc
     except BaseException as exc:
         registry.remove(cmd.session_id)
-        created.labels(outcome="failed").inc()
+        created.labels(provider=session.provider, outcome="failed").inc()
         if may_have_acted(exc) and ctx.services.orphans is not None:
             ctx.services.orphans.suspect(checkpointed)  # a timeout is no proof of nothing made
         raise
-    created.labels(outcome="ok").inc()
-    session.heygen_session_id = new.session_id
+    created.labels(provider=session.provider, outcome="ok").inc()
+    session.heygen_session_id = made.provider_session_id
+    session.resume = made.resume
     session.billing_started_at = time.monotonic()
-    session.connection = connection_fields(new)
+    session.connection = connection_fields(made)
     await _announce(ctx, session)
     if cmd.version is StreamingVersion.V1:
         return  # v1 waits for the client's SDP answer in session.start
@@ -131,6 +107,7 @@ async def _announce(ctx: CommandContext, session: Session) -> None:
         SessionCreated,
         session,
         version=session.profile.version,
+        provider=session.provider,
         owner=session.owner,
         idle_timeout_s=int(session.idle_timeout_s),
         max_duration_s=int(session.max_duration_s),
@@ -156,14 +133,19 @@ async def start_session(cmd: SessionStart, ctx: CommandContext) -> None:
         raise Rejected(
             RejectCode.WRONG_STATE, "session.start is for v1 sessions awaiting an answer"
         )
-    await _start(ctx, session, SdpAnswer(sdp=cmd.sdp.sdp))
+    await _start(ctx, session, cmd.sdp.sdp)
 
 
-async def _start(ctx: CommandContext, session: Session, sdp: SdpAnswer | None) -> None:
+async def _start(ctx: CommandContext, session: Session, sdp_answer: str | None) -> None:
     assert session.heygen_session_id is not None
     try:
-        await ctx.heygen.start_session(session.heygen_session_id, sdp, deadline=ctx.deadline)
-    except HeyGenError as exc:
+        await ctx.services.provider(session).start(
+            session.heygen_session_id,
+            resume=session.resume,
+            sdp_answer=sdp_answer,
+            deadline=ctx.deadline,
+        )
+    except ProviderError as exc:
         # A session that cannot start still bills: stop it, then report the failure.
         await end_session(ctx.services, session, StopReason.ERROR, ctx.command, detail=str(exc))
         raise
@@ -180,15 +162,18 @@ async def ice(cmd: SessionIce, ctx: CommandContext) -> None:
     if session.profile.version is not StreamingVersion.V1:
         raise Rejected(RejectCode.WRONG_STATE, "session.ice is for v1 sessions only")
     assert session.heygen_session_id is not None
-    candidate = IceCandidate.model_validate(cmd.candidate.model_dump())
-    await ctx.heygen.ice(session.heygen_session_id, candidate, deadline=ctx.deadline)
+    await ctx.services.provider(session).ice(
+        session.heygen_session_id, cmd.candidate.model_dump(), deadline=ctx.deadline
+    )
     await ctx.emit(CommandCompleted, session, command_type=cmd.type)
 
 
 async def keepalive(cmd: SessionKeepalive, ctx: CommandContext) -> None:
     session = ctx.session(cmd.session_id)
     assert session.heygen_session_id is not None
-    await ctx.heygen.keep_alive(session.heygen_session_id, deadline=ctx.deadline)
+    await ctx.services.provider(session).keep_alive(
+        session.heygen_session_id, deadline=ctx.deadline
+    )
     session.touch()
     await ctx.emit(CommandCompleted, session, command_type=cmd.type)
 
@@ -206,7 +191,7 @@ def account_billing(services: Services, session: Session) -> None:
     """Add the session's newly billed time to the usage metrics."""
     seconds = session.unreported_billing()
     services.metrics.billed_session_seconds_total.inc(seconds)
-    services.metrics.credits_estimated_total.inc(seconds / 60 * services.policy.credits_per_minute)
+    services.metrics.credits_estimated_total.inc(seconds / 60 * services.credit_rate(session))
 
 
 async def end_session(
@@ -216,31 +201,39 @@ async def end_session(
     cause: Command | None,
     *,
     detail: str | None = None,
-    call_heygen: bool = True,
+    call_provider: bool = True,
     speech_grace: float = 0.0,
+    provider_end_reason: str | None = None,
 ) -> None:
     """Stop a session for any reason (request, policy, error, shutdown) and report its usage."""
     session.transition(SessionState.STOPPING)
     session.cancel_speech_timers()
-    if call_heygen and session.heygen_session_id is not None:
-        # Already gone on HeyGen's side means nothing is left to bill.
+    stopped = Stopped()
+    if call_provider and session.heygen_session_id is not None:
+        # Already gone on the provider's side means nothing is left to bill.
         with contextlib.suppress(SessionClosedError):
-            await services.heygen.stop(session.heygen_session_id)
+            stopped = await services.provider(session).stop(
+                session.heygen_session_id, cause=reason.value
+            )
     if session.speaks_running and speech_grace:
-        # HeyGen answers a pending sync task once the session stops: let its events go first.
+        # A pending sync speak is answered once the session stops: let its events go first.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(session.speaks_done.wait(), speech_grace)
     billed = session.billed_seconds()
     session.transition(SessionState.STOPPED)
     services.registry.remove(session.session_id)
+    estimate = round(billed / 60 * services.credit_rate(session), 4)
+    consumed = stopped.credits_consumed
     usage = Usage(
         billed_seconds=round(billed, 3),
-        credits_estimate=round(billed / 60 * services.policy.credits_per_minute, 4),
+        credits_estimate=estimate,
         tasks=session.tasks,
         characters=session.characters,
+        credits=estimate if consumed is None else consumed,
+        credits_source="estimate" if consumed is None else "provider",
     )
     metrics = services.metrics
-    metrics.sessions_stopped_total.labels(reason=reason.value).inc()
+    metrics.sessions_stopped_total.labels(session.provider, reason.value).inc()
     metrics.session_duration_seconds.labels(reason=reason.value).observe(billed)
     account_billing(services, session)
     await services.emitter.emit(
@@ -251,4 +244,5 @@ async def end_session(
         detail=detail,
         usage=usage,
         heygen_session_id=session.heygen_session_id,
+        provider_end_reason=provider_end_reason,
     )

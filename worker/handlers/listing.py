@@ -1,4 +1,4 @@
-"""sessions.list: the sessions this worker owns, reconciled with HeyGen's own list."""
+"""sessions.list: the sessions this worker owns, reconciled with each provider's own list."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ async def list_sessions(cmd: SessionsList, ctx: CommandContext) -> None:
         raise Rejected(RejectCode.VALIDATION, "sessions.list needs reply_to to answer to")
     wanted_ids = set(cmd.filter.session_ids or ())
     wanted_states = set(cmd.filter.states or ())
-    remote = {r.session_id: r.status for r in await ctx.heygen.list_sessions(deadline=ctx.deadline)}
+    remote: dict[str, str] = {}
+    for provider in ctx.services.providers.values():
+        live = await provider.list_live(deadline=ctx.deadline)
+        remote.update((r.provider_session_id, r.status) for r in live)
     infos = [
         SessionInfo(
             session_id=s.session_id,
@@ -24,6 +27,7 @@ async def list_sessions(cmd: SessionsList, ctx: CommandContext) -> None:
             owner=s.owner,
             created_at=s.created_at,
             partition=s.partition,
+            provider=s.provider,
             heygen_status=remote.get(s.heygen_session_id or "", "absent"),
         )
         for s in ctx.services.registry

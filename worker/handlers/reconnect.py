@@ -1,4 +1,4 @@
-"""Replace the HeyGen session behind a wanted logical session that HeyGen closed."""
+"""Replace the provider session behind a wanted logical session that the provider closed."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ from contracts.commands import Command
 from contracts.common import SessionState, StopReason, StreamingVersion
 from contracts.events import SessionReconnected, SessionReconnecting
 from worker.handlers.context import Services
-from worker.handlers.lifecycle import connection_fields, end_session, new_session_request
-from worker.heygen.errors import HeyGenError
-from worker.heygen.models import NewSession
+from worker.handlers.lifecycle import end_session
+from worker.handlers.profile import connection_fields, profile_of
+from worker.providers.base import Created, ProviderError
 from worker.sessions.session import Session
 
 log = logging.getLogger(__name__)
 
+# States a replacement may be made from: a session being created or stopped is not replaced.
+WANTED = frozenset({SessionState.READY, SessionState.SPEAKING})
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 10.0
 
@@ -40,8 +42,8 @@ async def reconnect(
     session.speaking_until = 0.0
     session.bank_billing()
     # "Wrong state" may mean the old session is still up and billing: stop it to be sure.
-    with contextlib.suppress(HeyGenError):
-        await services.heygen.stop(previous)
+    with contextlib.suppress(ProviderError):
+        await services.provider(session).stop(previous, cause="error")
     if session.profile.version is StreamingVersion.V1:
         await _give_up(
             services, session, cause, "v1 sessions need a new SDP answer: not reconnected"
@@ -61,9 +63,9 @@ async def reconnect(
         if new is not None:
             session.connection = connection_fields(new)
             session.touch()
-            session.went_live()  # sessions often reconnect together, after a HeyGen outage
+            session.went_live()  # sessions often reconnect together, after a provider outage
             session.transition(SessionState.READY)
-            metrics.reconnects_total.labels(outcome="ok").inc()
+            metrics.reconnects_total.labels(provider=session.provider, outcome="ok").inc()
             await services.emitter.emit(
                 SessionReconnected,
                 session=session,
@@ -74,38 +76,56 @@ async def reconnect(
             )
             services.watch(session)
             return True
-        metrics.reconnects_total.labels(outcome="attempt_failed").inc()
+        metrics.reconnects_total.labels(provider=session.provider, outcome="attempt_failed").inc()
         if attempt < attempts:
             await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)))
-    metrics.reconnects_total.labels(outcome="gave_up").inc()
+    metrics.reconnects_total.labels(provider=session.provider, outcome="gave_up").inc()
     await _give_up(
         services, session, cause, f"reconnection failed after {attempts} attempts ({reason})"
     )
     return False
 
 
+async def reconnect_in_turn(
+    services: Services, session: Session, reason: str, failed: str | None = None
+) -> None:
+    """Reconnect the worker-initiated way: in the session's mailbox, after the command it runs,
+    and only if the provider session that failed (`failed`, the current one by default) is still
+    the current one: a speak or another observer of the same failure may have replaced it."""
+    failed = failed or session.heygen_session_id
+
+    async def job() -> None:
+        if session.heygen_session_id == failed and session.state in WANTED:
+            await reconnect(services, session, reason, None)
+
+    await services.mailboxes.run(session.session_id, "reconnect", job)
+
+
 async def _give_up(
     services: Services, session: Session, cause: Command | None, detail: str
 ) -> None:
-    """Stop with reason error; the HeyGen side is already gone or stopped."""
-    await end_session(services, session, StopReason.ERROR, cause, call_heygen=False, detail=detail)
+    """Stop with reason error; the provider's side is already gone or stopped."""
+    await end_session(
+        services, session, StopReason.ERROR, cause, call_provider=False, detail=detail
+    )
 
 
-async def _replace(services: Services, session: Session) -> NewSession | None:
-    heygen = services.heygen
+async def _replace(services: Services, session: Session) -> Created | None:
+    provider = services.provider(session)
     try:
-        new = await heygen.new_session(new_session_request(session.profile))
-    except HeyGenError as exc:
-        log.warning("reconnect of %s: streaming.new failed: %s", session.session_id, exc)
+        made = await provider.create(profile_of(session.profile))
+    except ProviderError as exc:
+        log.warning("reconnect of %s: create failed: %s", session.session_id, exc)
         return None
-    session.heygen_session_id = new.session_id
+    session.heygen_session_id = made.provider_session_id
+    session.resume = made.resume
     session.billing_started_at = time.monotonic()
     try:
-        await heygen.start_session(new.session_id)
-    except HeyGenError as exc:
-        log.warning("reconnect of %s: streaming.start failed: %s", session.session_id, exc)
+        await provider.start(made.provider_session_id, resume=made.resume)
+    except ProviderError as exc:
+        log.warning("reconnect of %s: start failed: %s", session.session_id, exc)
         session.bank_billing()
-        with contextlib.suppress(HeyGenError):
-            await heygen.stop(new.session_id)
+        with contextlib.suppress(ProviderError):
+            await provider.stop(made.provider_session_id, cause="error")
         return None
-    return new
+    return made

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import time
 
 from contracts.commands import SessionInterrupt, SessionSpeak
@@ -10,13 +12,18 @@ from contracts.common import RejectCode, SessionState, SpeechFinishSource, TaskM
 from contracts.events import SpeechFinished, SpeechInterrupted, SpeechStarted
 from worker.handlers.context import CommandContext, Rejected, Services
 from worker.handlers.reconnect import reconnect
-from worker.heygen.errors import SessionClosedError
-from worker.sessions.session import Session
+from worker.providers.base import ProviderError, SessionClosedError
+from worker.sessions.session import Session, SpeechWait
 
 SPEAKABLE = frozenset({SessionState.READY, SessionState.SPEAKING})
-SYNC_TIMEOUT_BASE_S = 30.0
 # About 150 words a minute is 12 characters a second; 4 leaves room for slow voices.
 SLOWEST_CHARS_PER_S = 4.0
+
+
+class SpeechNotStarted(ProviderError):
+    """A speak the provider accepted was not observed starting in time: `command.failed`."""
+
+    kind = "speech_not_started"
 
 
 async def speak(cmd: SessionSpeak, ctx: CommandContext) -> None:
@@ -35,6 +42,7 @@ async def _speak(cmd: SessionSpeak, ctx: CommandContext, session: Session) -> No
     if session.state not in SPEAKABLE:
         raise Rejected(RejectCode.WRONG_STATE, f"session {cmd.session_id} is {session.state}")
     assert session.heygen_session_id is not None
+    provider = ctx.services.provider(session)
     epoch = session.interrupt_epoch
     session.last_speech = time.monotonic()
     # If this replica dies during the call, the next owner must not speak it a second time.
@@ -44,20 +52,31 @@ async def _speak(cmd: SessionSpeak, ctx: CommandContext, session: Session) -> No
         session.pending_command = None
         raise Rejected(RejectCode.CANCELLED, f"session {cmd.session_id} is {session.state}")
     session.transition(SessionState.SPEAKING)
+    wait = None
+    if provider.observes_speech:
+        # Registered before the call: the start may be observed before the call returns.
+        wait = session.speech_waits[cmd.command_id] = SpeechWait(cmd)
     try:
-        result = await ctx.heygen.task(
+        spoken = await provider.speak(
             session.heygen_session_id,
             cmd.text,
+            command_id=cmd.command_id,
             task_type=cmd.task_type.value,
             task_mode=cmd.task_mode.value,
             deadline=ctx.deadline,
-            request_timeout=_sync_timeout(cmd.text) if cmd.task_mode is TaskMode.SYNC else None,
         )
+        if wait is not None:
+            wait.task_id = spoken.task_id
+            session.speaking_until = math.inf  # until the observed end
+            await _started(ctx, session, wait)
     except SessionClosedError as exc:
-        _settle_state(session)
+        _forget(session, cmd.command_id, failed=True)
         if _really_closed(ctx, session, exc):
             # The failed speech is reported (command.failed), not replayed on the new session.
-            await reconnect(ctx.services, session, f"streaming.task: {exc.message}", cmd)
+            await reconnect(ctx.services, session, f"speak: {exc.message}", cmd)
+        raise
+    except BaseException:
+        _forget(session, cmd.command_id, failed=True)
         raise
     _settle_state(session)
     now = time.monotonic()
@@ -66,35 +85,65 @@ async def _speak(cmd: SessionSpeak, ctx: CommandContext, session: Session) -> No
     session.tasks += 1
     session.characters += len(cmd.text)
     metrics = ctx.services.metrics
-    metrics.child(metrics.speech_tasks_total, cmd.task_type.value, cmd.task_mode.value).inc()
+    metrics.child(
+        metrics.speech_tasks_total, session.provider, cmd.task_type.value, cmd.task_mode.value
+    ).inc()
     metrics.speech_characters_total.inc(len(cmd.text))
-    task_id = result.task_id or cmd.command_id
     await ctx.emit(
         SpeechStarted,
         session,
-        task_id=task_id,
-        duration_ms=result.duration_ms,
+        task_id=spoken.task_id,
+        duration_ms=spoken.duration_ms,
         task_type=cmd.task_type,
         task_mode=cmd.task_mode,
         characters=len(cmd.text),
     )
-    if cmd.task_mode is TaskMode.SYNC:
-        # HeyGen answered when the speech ended (or was cut short by an interrupt).
+    if wait is not None:
+        wait.announced.set()
+        if cmd.task_mode is TaskMode.SYNC:
+            # Acknowledged once speech.finished is out (or an interrupt or a drop cut it); a
+            # missing end does not hold the session's mailbox for ever.
+            patience = ctx.services.policy.speech_start_timeout_s + _longest(cmd.text)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(patience):
+                    await wait.ended.wait()
+        return
+    if spoken.ended:
+        # The provider answered when the speech ended (or was cut short by an interrupt).
         await ctx.emit(
             SpeechFinished,
             session,
-            task_id=task_id,
-            duration_ms=result.duration_ms,
+            task_id=spoken.task_id,
+            duration_ms=spoken.duration_ms,
             source=SpeechFinishSource.OBSERVED,
             interrupted=session.interrupt_epoch != epoch,
         )
         return
-    _schedule_estimated_finish(ctx.services, cmd, session, task_id, result.duration_ms or 0.0)
+    _schedule_estimated_finish(
+        ctx.services, cmd, session, spoken.task_id, spoken.duration_ms or 0.0
+    )
 
 
-def _sync_timeout(text: str) -> float:
-    """A sync task answers when the speech ends: allow far more than its spoken length."""
-    return SYNC_TIMEOUT_BASE_S + len(text) / SLOWEST_CHARS_PER_S
+async def _started(ctx: CommandContext, session: Session, wait: SpeechWait) -> None:
+    """Wait for the observed start. Speech queued ahead of this one delays it, so the patience
+    is the configured wait plus the longest those texts may take to say."""
+    ahead = sum(len(w.cause.text) for w in session.speech_waits.values() if w is not wait)
+    patience = ctx.services.policy.speech_start_timeout_s + ahead / SLOWEST_CHARS_PER_S
+    try:
+        async with asyncio.timeout(patience):
+            await wait.started.wait()
+    except TimeoutError:
+        raise SpeechNotStarted(
+            f"the avatar did not start speaking within {patience:.0f} s; not repeated (it may "
+            "still speak it, without a speech.started)",
+            endpoint="speak",
+        ) from None
+    if wait.dropped == "lost":
+        raise SessionClosedError(
+            "the session dropped before the avatar started speaking", endpoint="speak", closed=True
+        )
+    if wait.dropped is not None:
+        raise Rejected(RejectCode.CANCELLED, "cut by an interrupt or stop before it started")
 
 
 def _really_closed(ctx: CommandContext, session: Session, exc: SessionClosedError) -> bool:
@@ -107,7 +156,7 @@ def _really_closed(ctx: CommandContext, session: Session, exc: SessionClosedErro
 def _schedule_estimated_finish(
     services: Services, cause: SessionSpeak, session: Session, task_id: str, duration_ms: float
 ) -> None:
-    """HeyGen queues async speech: this one ends `duration_ms` after the previous one."""
+    """The provider queues async speech: this one ends `duration_ms` after the previous one."""
     now = time.monotonic()
     session.speaking_until = max(now, session.speaking_until) + duration_ms / 1000
     if session.state not in SPEAKABLE:
@@ -140,8 +189,47 @@ async def _report_finished(
     )
 
 
+def _longest(text: str) -> float:
+    """The longest `text` may take to say, in seconds."""
+    return len(text) / SLOWEST_CHARS_PER_S
+
+
+def _forget(session: Session, command_id: str, *, failed: bool = False) -> None:
+    """No observed end is awaited for this speak any more; `failed`: none will be reported."""
+    wait = session.speech_waits.pop(command_id, None)
+    if wait is not None and failed:
+        wait.drop("failed")
+    if not session.speech_waits and session.speaking_until == math.inf:
+        session.speaking_until = 0.0
+    _settle_state(session)
+
+
+async def report_observed_end(services: Services, session: Session, wait: SpeechWait) -> None:
+    """The provider saw the speech end: `speech.finished` (observed), after its start."""
+    if not wait.announced.is_set():
+        # Until speech.started is out, or the speak failed (then nothing is reported).
+        announced = asyncio.ensure_future(wait.announced.wait())
+        dropped = asyncio.ensure_future(wait.ended.wait())
+        await asyncio.wait({announced, dropped}, return_when=asyncio.FIRST_COMPLETED)
+        announced.cancel()
+        dropped.cancel()
+    if session.speech_waits.get(wait.cause.command_id) is not wait:
+        return  # interrupted or stopped meanwhile: no finish to report
+    _forget(session, wait.cause.command_id)
+    await services.emitter.emit(
+        SpeechFinished,
+        session=session,
+        cause=wait.cause,
+        task_id=wait.task_id,
+        duration_ms=None,
+        source=SpeechFinishSource.OBSERVED,
+        interrupted=False,
+    )
+    wait.ended.set()
+
+
 def _settle_state(session: Session) -> None:
-    """Back to ready once no speech is running or queued at HeyGen."""
+    """Back to ready once no speech is running or queued at the provider."""
     if session.state is SessionState.SPEAKING and session.speaking_until <= time.monotonic():
         session.transition(SessionState.READY)
 
@@ -151,11 +239,11 @@ async def interrupt(cmd: SessionInterrupt, ctx: CommandContext) -> None:
     if session.state not in SPEAKABLE:
         raise Rejected(RejectCode.WRONG_STATE, f"session {cmd.session_id} is {session.state}")
     assert session.heygen_session_id is not None
-    # Bumped before the call: a sync speak it cuts may get HeyGen's answer before ours.
+    # Bumped before the call: a sync speak it cuts may get the provider's answer before ours.
     session.interrupt_epoch += 1
-    await ctx.heygen.interrupt(session.heygen_session_id, deadline=ctx.deadline)
+    await ctx.services.provider(session).interrupt(session.heygen_session_id, deadline=ctx.deadline)
     session.touch()
-    # Interrupt ends the current speech and drops HeyGen's queue: no estimated finishes follow.
+    # Interrupt ends the current speech and drops the provider's queue: no finishes follow.
     session.cancel_speech_timers()
     session.speaking_until = 0.0
     _settle_state(session)

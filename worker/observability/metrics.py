@@ -20,7 +20,7 @@ from prometheus_client import (
 
 import contracts
 from contracts.codec import DecodeErrorReason
-from contracts.common import SessionState, StopReason, TaskMode, TaskType
+from contracts.common import Provider, SessionState, StopReason, TaskMode, TaskType
 
 # Tens of milliseconds to minutes: prometheus-client's defaults stop at 10 s, and HeyGen calls
 # and sync speech (the answer waits for the speech) take longer.
@@ -59,6 +59,17 @@ HEYGEN_ENDPOINTS = (
     "streaming.create_token",
     "streaming.avatar.list",
 )
+LIVEAVATAR_ENDPOINTS = (
+    "sessions.token",
+    "sessions.start",
+    "sessions.keep-alive",
+    "sessions.stop",
+    "sessions.list",
+    "sessions.get",
+    "users.credits",
+)
+PROVIDERS = tuple(provider.value for provider in Provider)
+PROVIDER_ENDPOINTS = {"heygen": HEYGEN_ENDPOINTS, "liveavatar": LIVEAVATAR_ENDPOINTS}
 HEYGEN_ERROR_KINDS = (
     "auth",
     "forbidden",
@@ -78,6 +89,16 @@ STOP_REASONS = tuple(reason.value for reason in StopReason)
 TASK_TYPES = tuple(task_type.value for task_type in TaskType)
 TASK_MODES = tuple(task_mode.value for task_mode in TaskMode)
 KEEPALIVE_OUTCOMES = ("ok", "closed", "failed")
+OBSERVED_KINDS = (
+    "speech_started",
+    "speech_ended",
+    "user_speech_started",
+    "user_speech_ended",
+    "user_transcription",
+    "avatar_transcription",
+    "remote_stopped",
+    "link_lost",
+)
 RECONNECT_OUTCOMES = ("ok", "attempt_failed", "gave_up")
 EVENT_TYPES = tuple(contracts.EVENT_TYPES)
 # Undecodable commands (the codec's reasons) and commands whose handler raised.
@@ -148,38 +169,41 @@ class Metrics:
         # HeyGen API.
         self.heygen_requests_total = Counter(
             "heygen_worker_heygen_requests_total",
-            'HeyGen HTTP requests, by endpoint and outcome ("ok" or an error kind).',
-            ["endpoint", "outcome"],
+            'Provider HTTP requests, by provider, endpoint and outcome ("ok" or an error kind).',
+            ["provider", "endpoint", "outcome"],
             registry=registry,
         )
         self.heygen_request_duration_seconds = Histogram(
             "heygen_worker_heygen_request_duration_seconds",
-            "HeyGen HTTP request latency, body read included.",
-            ["endpoint"],
+            "Provider HTTP request latency, body read included.",
+            ["provider", "endpoint"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.heygen_retries_total = Counter(
             "heygen_worker_heygen_retries_total",
-            "HeyGen calls repeated after an error, by the error kind that caused the retry.",
-            ["endpoint", "kind"],
+            "Provider calls repeated after an error, by the error kind that caused the retry.",
+            ["provider", "endpoint", "kind"],
             registry=registry,
         )
 
         # Sessions.
         self.sessions = Gauge(
-            "heygen_worker_sessions", "Live sessions, by state.", ["state"], registry=registry
+            "heygen_worker_sessions",
+            "Live sessions, by provider and state.",
+            ["provider", "state"],
+            registry=registry,
         )
         self.sessions_created_total = Counter(
             "heygen_worker_sessions_created_total",
-            "session.create attempts, by outcome: ok, capacity, failed.",
-            ["outcome"],
+            "session.create attempts, by provider and outcome: ok, capacity, failed.",
+            ["provider", "outcome"],
             registry=registry,
         )
         self.sessions_stopped_total = Counter(
             "heygen_worker_sessions_stopped_total",
-            "Sessions ended, by reason.",
-            ["reason"],
+            "Sessions ended, by provider and reason.",
+            ["provider", "reason"],
             registry=registry,
         )
         self.session_duration_seconds = Histogram(
@@ -201,8 +225,8 @@ class Metrics:
         )
         self.speech_tasks_total = Counter(
             "heygen_worker_speech_tasks_total",
-            "streaming.task calls accepted by HeyGen.",
-            ["task_type", "task_mode"],
+            "Speeches accepted by the provider.",
+            ["provider", "task_type", "task_mode"],
             registry=registry,
         )
         self.speech_characters_total = Counter(
@@ -212,8 +236,8 @@ class Metrics:
         )
         self.keepalives_total = Counter(
             "heygen_worker_keepalives_total",
-            "Keep-alives sent, by outcome: ok, session_closed, failed.",
-            ["outcome"],
+            "Keep-alives sent, by provider and outcome: ok, closed, failed.",
+            ["provider", "outcome"],
             registry=registry,
         )
         self.keepalive_lateness_seconds = Histogram(
@@ -224,8 +248,26 @@ class Metrics:
         )
         self.reconnects_total = Counter(
             "heygen_worker_reconnects_total",
-            "Replacement HeyGen sessions created for a closed one, by outcome.",
-            ["outcome"],
+            "Replacement provider sessions created for a closed one, by provider and outcome.",
+            ["provider", "outcome"],
+            registry=registry,
+        )
+        self.credits_left = Gauge(
+            "heygen_worker_provider_credits",
+            "The provider account's credit balance, as last polled (liveavatar).",
+            ["provider"],
+            registry=registry,
+        )
+        self.credit_burn_per_minute = Gauge(
+            "heygen_worker_credit_burn_per_minute",
+            "Credits a minute the live sessions burn at the provider's published rate.",
+            ["provider"],
+            registry=registry,
+        )
+        self.observed_total = Counter(
+            "heygen_worker_observed_total",
+            "What providers observed on their own (speech, the end user, remote stops), by kind.",
+            ["provider", "kind"],
             registry=registry,
         )
         self.leaked_sessions_stopped_total = Counter(
@@ -290,6 +332,12 @@ class Metrics:
             "Live sessions this replica accepts at most.",
             registry=registry,
         )
+        self.credit_alert_seconds = Gauge(
+            "heygen_worker_credit_alert_seconds",
+            "WORKER_CREDIT_ALERT_MINUTES, in seconds: CreditsRunningOut fires when the credit "
+            "left lasts less than this at the live sessions' burn.",
+            registry=registry,
+        )
         self.build = Info("heygen_worker_build", "Worker build.", registry=registry)
         self.build.info({"version": version or _version(), "python": platform.python_version()})
         # process_cpu_seconds_total, process_resident_memory_bytes, process_start_time_seconds...
@@ -306,22 +354,34 @@ class Metrics:
             self.command_queue_delay_seconds.labels(command_type)
         for command_type, outcome in product(command_types, COMMAND_OUTCOMES):
             self.commands_total.labels(command_type, outcome)
-        for endpoint in HEYGEN_ENDPOINTS:
-            self.heygen_request_duration_seconds.labels(endpoint)
-        for endpoint, outcome in product(HEYGEN_ENDPOINTS, HEYGEN_OUTCOMES):
-            self.heygen_requests_total.labels(endpoint, outcome)
-        for endpoint, kind in product(HEYGEN_ENDPOINTS, RETRIED_KINDS):
-            self.heygen_retries_total.labels(endpoint, kind)
-        for task_type, task_mode in product(TASK_TYPES, TASK_MODES):
-            self.speech_tasks_total.labels(task_type, task_mode)
+        for provider, endpoints in PROVIDER_ENDPOINTS.items():
+            for endpoint in endpoints:
+                self.heygen_request_duration_seconds.labels(provider, endpoint)
+            for endpoint, outcome in product(endpoints, HEYGEN_OUTCOMES):
+                self.heygen_requests_total.labels(provider, endpoint, outcome)
+            for endpoint, kind in product(endpoints, RETRIED_KINDS):
+                self.heygen_retries_total.labels(provider, endpoint, kind)
+        for provider, task_type, task_mode in product(PROVIDERS, TASK_TYPES, TASK_MODES):
+            self.speech_tasks_total.labels(provider, task_type, task_mode)
+        for provider, reason in product(PROVIDERS, STOP_REASONS):
+            self.sessions_stopped_total.labels(provider, reason)
         for reason in STOP_REASONS:
-            self.sessions_stopped_total.labels(reason)
             self.session_duration_seconds.labels(reason)
-        presets = (
+        by_provider: tuple[tuple[Counter | Gauge, tuple[str, ...]], ...] = (
             (self.sessions, SESSION_STATES),
             (self.sessions_created_total, SESSION_CREATE_OUTCOMES),
             (self.keepalives_total, KEEPALIVE_OUTCOMES),
             (self.reconnects_total, RECONNECT_OUTCOMES),
+            (self.observed_total, OBSERVED_KINDS),
+        )
+        for family_by_provider, values in by_provider:
+            for provider, value in product(PROVIDERS, values):
+                family_by_provider.labels(provider, value)
+        for provider in PROVIDERS:
+            self.credit_burn_per_minute.labels(provider)
+            # 0 until the first poll, which runs at start: with no burn, no alert divides by it.
+            self.credits_left.labels(provider)
+        presets: tuple[tuple[Counter | Gauge | Histogram, tuple[str, ...]], ...] = (
             (self.events_published_total, EVENT_TYPES),
             (self.dead_letters_total, DEAD_LETTER_REASONS),
             (self.bus_connected, BUS_CONNECTIONS),
@@ -339,11 +399,12 @@ class Metrics:
             found = self._children[key] = family.labels(*values)
         return found
 
-    def observe_heygen(self, endpoint: str, outcome: str, seconds: float) -> None:
-        """One finished HeyGen HTTP request."""
-        endpoint = bounded(endpoint, HEYGEN_ENDPOINTS)
-        self.child(self.heygen_requests_total, endpoint, bounded(outcome, HEYGEN_OUTCOMES)).inc()
-        self.child(self.heygen_request_duration_seconds, endpoint).observe(seconds)
+    def observe_request(self, provider: str, endpoint: str, outcome: str, seconds: float) -> None:
+        """One finished provider HTTP request."""
+        endpoint = bounded(endpoint, PROVIDER_ENDPOINTS.get(provider, ()))
+        outcome = bounded(outcome, HEYGEN_OUTCOMES)
+        self.child(self.heygen_requests_total, provider, endpoint, outcome).inc()
+        self.child(self.heygen_request_duration_seconds, provider, endpoint).observe(seconds)
 
     def observe_confirm(self, kind: str, seconds: float) -> None:
         """One publish the broker confirmed; `kind` is one of PUBLISH_KINDS."""

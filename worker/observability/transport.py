@@ -1,4 +1,4 @@
-"""httpx transport wrapper: a CLIENT span and metrics per HeyGen request, traceparent injected.
+"""httpx transport wrapper: a CLIENT span and metrics per provider request, traceparent injected.
 
 OpenTelemetry's httpx instrumentation does not wrap custom transports (the aiohttp one), so
 this does it. It never records request headers: they carry the X-Api-Key.
@@ -16,9 +16,11 @@ from typing import Any
 import httpx
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from worker.heygen.errors import error_from_answer
 from worker.observability.metrics import HEYGEN_ENDPOINTS, OTHER, Metrics
 from worker.observability.tracing import inject_context, recording, tracer
+from worker.providers.heygen.client import ENDPOINT_EXTENSION
+from worker.providers.heygen.errors import error_from_answer
+from worker.providers.liveavatar import errors as liveavatar_errors
 
 _VERSION_SEGMENT = re.compile(r"v\d+")
 
@@ -77,19 +79,41 @@ def outcome_of(status: int, body: bytes) -> str:
     return answer.kind
 
 
+def liveavatar_outcome(status: int, body: bytes) -> str:
+    """ "ok" or the error kind the LiveAvatar client raises: success is the HTTP status."""
+    if 200 <= status < 300:
+        return "ok"
+    try:
+        payload: Any = json.loads(body) if body else None
+    except ValueError:
+        payload = None
+    error = liveavatar_errors.error_from_answer(
+        endpoint="", http_status=status, payload=payload, retry_after=None
+    )
+    return error.kind
+
+
+OUTCOMES = {"heygen": outcome_of, "liveavatar": liveavatar_outcome}
+
+
 def _url_without_query(url: httpx.URL) -> str:
     return f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"  # netloc has no userinfo
 
 
 class InstrumentedTransport(httpx.AsyncBaseTransport):
-    """Wraps `inner`; pass it as the HeyGen client's transport."""
+    """Wraps `inner`; pass it as a provider client's transport. `provider` labels the metrics."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, metrics: Metrics) -> None:
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, metrics: Metrics, *, provider: str = "heygen"
+    ) -> None:
         self._inner = inner
         self._metrics = metrics
+        self._provider = provider
+        self._outcome = OUTCOMES[provider]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        endpoint = endpoint_label(request.url.path)
+        named = request.extensions.get(ENDPOINT_EXTENSION)
+        endpoint = named if isinstance(named, str) else endpoint_label(request.url.path)
         if not recording():
             inject_context(request.headers)  # the caller's trace context, passed on
             return await self._observed(request, endpoint, None)
@@ -116,7 +140,7 @@ class InstrumentedTransport(httpx.AsyncBaseTransport):
             response = await self._inner.handle_async_request(request)
             # Read here so that its time counts; the client gets the content read once.
             body = await response.aread()
-            outcome = outcome_of(response.status_code, body)
+            outcome = self._outcome(response.status_code, body)
             if span is not None:
                 span.set_attribute("http.response.status_code", response.status_code)
             return response
@@ -126,7 +150,9 @@ class InstrumentedTransport(httpx.AsyncBaseTransport):
             outcome = "timeout"
             raise
         finally:
-            self._metrics.observe_heygen(endpoint, outcome, time.perf_counter() - started)
+            self._metrics.observe_request(
+                self._provider, endpoint, outcome, time.perf_counter() - started
+            )
             if span is not None:
                 span.set_attribute("heygen.outcome", outcome)
                 if outcome != "ok":

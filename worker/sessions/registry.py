@@ -48,5 +48,6 @@ class Registry:
     def __len__(self) -> int:
         return len(self._index)
 
-    def count_by_state(self) -> Counter[SessionState]:
-        return Counter(s.state for s in self._index.values())
+    def count_by_state(self) -> Counter[tuple[str, SessionState]]:
+        """Sessions by (provider, state)."""
+        return Counter((s.provider, s.state) for s in self._index.values())

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from contracts.commands import SessionCreate
+from pydantic import SecretStr
+
+from contracts.commands import SessionCreate, SessionSpeak
 from contracts.common import SessionState
 
 # Which state may follow which; anything else is a bug worth failing loudly on.
@@ -49,6 +51,29 @@ class IllegalTransition(RuntimeError):
 
 
 @dataclass(eq=False, slots=True)
+class SpeechWait:
+    """A speak sent to a provider that observes speech, until its observed end.
+
+    `started`: the provider said the avatar started it. `announced`: `speech.started` is
+    confirmed (so `speech.finished` may follow). `ended`: `speech.finished` is out, or an
+    interrupt dropped it.
+    """
+
+    cause: SessionSpeak
+    task_id: str = ""
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    announced: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    # Why it will never be observed: "cut" (interrupt, stop) or "lost" (the session dropped).
+    dropped: str | None = None
+
+    def drop(self, why: str) -> None:
+        self.dropped = self.dropped or why
+        self.started.set()  # wakes a speak still waiting for the start; it reads `dropped`
+        self.ended.set()
+
+
+@dataclass(eq=False, slots=True)
 class Session:
     session_id: str
     partition: int
@@ -57,7 +82,11 @@ class Session:
     idle_timeout_s: float
     max_duration_s: float
     state: SessionState = SessionState.CREATING
+    # The provider it runs on ("heygen", "liveavatar") and that provider's current session id.
+    provider: str = "heygen"
     heygen_session_id: str | None = None
+    # Provider-private secret to re-attach the worker's link after a takeover (Created.resume).
+    resume: SecretStr | None = None
     # What session.created / session.reconnected carried, to answer a redelivered create.
     connection: dict[str, Any] | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -95,6 +124,8 @@ class Session:
     speaks_done: asyncio.Event = field(default_factory=asyncio.Event)
     speaking_until: float = 0.0
     speech_timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    # Speaks whose observed end is awaited, by command id (providers that observe speech).
+    speech_waits: dict[str, SpeechWait] = field(default_factory=dict)
     # Serialises (assign seq, publish) so consumers see seq in publish order.
     emit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -146,6 +177,13 @@ class Session:
         self.billing_started_at = None
 
     def cancel_speech_timers(self) -> None:
+        """No finish of the current or queued speech will be reported (interrupt, stop)."""
         for timer in self.speech_timers:
             timer.cancel()
         self.speech_timers.clear()
+        self.drop_speech_waits("cut")
+
+    def drop_speech_waits(self, why: str) -> None:
+        for wait in self.speech_waits.values():
+            wait.drop(why)
+        self.speech_waits.clear()

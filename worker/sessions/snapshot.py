@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from contracts.commands import SessionCreate
 from contracts.common import SessionState
@@ -28,6 +28,9 @@ class SessionSnapshot(BaseModel):
     profile: SessionCreate
     state: SessionState
     heygen_session_id: str | None
+    provider: str = "heygen"
+    # Created.resume: a provider secret, kept in the worker's private state stream only.
+    resume: str | None = None
     seq: int
     created_at: datetime
     started_at: datetime
@@ -62,6 +65,8 @@ class SessionSnapshot(BaseModel):
             profile=session.profile,
             state=session.state,
             heygen_session_id=session.heygen_session_id,
+            provider=session.provider,
+            resume=session.resume.get_secret_value() if session.resume else None,
             seq=session.seq,
             created_at=session.created_at,
             started_at=wall(session.started_at),
@@ -98,6 +103,8 @@ class SessionSnapshot(BaseModel):
             max_duration_s=self.max_duration_s,
             state=SessionState.READY if self.state is SessionState.SPEAKING else self.state,
             heygen_session_id=self.heygen_session_id,
+            provider=self.provider,
+            resume=SecretStr(self.resume) if self.resume else None,
             created_at=self.created_at,
             started_at=mono(self.started_at),
             last_activity=mono(self.last_activity_at),

@@ -102,6 +102,9 @@ install and template run checks them.
 {{- if not .Values.heygen.apiKey }}
 {{- fail "set heygen.apiKey, or existingSecret naming a Secret with the HeyGen API key" }}
 {{- end }}
+{{- if and .Values.liveavatar.enabled (not .Values.liveavatar.apiKey) }}
+{{- fail "liveavatar.enabled needs liveavatar.apiKey, or existingSecret with that key" }}
+{{- end }}
 {{- if not .Values.amqp.url }}
 {{- fail "set amqp.url (e.g. amqps://heygen-worker:PASSWORD@rabbitmq:5671/avatar), or existingSecret" }}
 {{- end }}

@@ -1,4 +1,5 @@
-"""Load the HeyGen API key from HEYGEN_API_KEY or the file named by HEYGEN_API_KEY_FILE."""
+"""Load a provider's API key from a variable (HEYGEN_API_KEY, LIVEAVATAR_API_KEY) or the file its
+`_FILE` twin names."""
 
 from __future__ import annotations
 
@@ -16,24 +17,26 @@ class ApiKeyError(ValueError):
     """The key is configured but unusable; the message names the variable, never the key."""
 
 
-def load_api_key(env: Mapping[str, str] = os.environ) -> SecretStr | None:
+def load_api_key(
+    env: Mapping[str, str] = os.environ, *, key_var: str = KEY_VAR, file_var: str = FILE_VAR
+) -> SecretStr | None:
     """The key, or None when neither variable is set (an empty value counts as unset)."""
-    direct = env.get(KEY_VAR, "").strip()
-    file_name = env.get(FILE_VAR, "").strip()
-    from_file = _read_key_file(file_name) if file_name else ""
+    direct = env.get(key_var, "").strip()
+    file_name = env.get(file_var, "").strip()
+    from_file = _read_key_file(file_var, file_name) if file_name else ""
     if direct and from_file and direct != from_file:
-        raise ApiKeyError(f"{KEY_VAR} and {FILE_VAR} are both set and differ; set only one")
+        raise ApiKeyError(f"{key_var} and {file_var} are both set and differ; set only one")
     key = direct or from_file
     return SecretStr(key) if key else None
 
 
-def _read_key_file(file_name: str) -> str:
+def _read_key_file(file_var: str, file_name: str) -> str:
     try:
         key = Path(file_name).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ApiKeyError(
-            f"{FILE_VAR}={file_name}: cannot read the file ({exc.strerror})"
+            f"{file_var}={file_name}: cannot read the file ({exc.strerror})"
         ) from None
     if not key:
-        raise ApiKeyError(f"{FILE_VAR}={file_name}: the file is empty")
+        raise ApiKeyError(f"{file_var}={file_name}: the file is empty")
     return key

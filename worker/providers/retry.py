@@ -11,19 +11,16 @@ import enum
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from random import random as _uniform
 from typing import TypeVar
 
-from worker.heygen.errors import (
-    HeyGenError,
-    RateLimitedError,
-    TransportError,
-    may_have_acted,
-)
+from worker.providers.base import ProviderError, RateLimitedError, TransportError, may_have_acted
 
 T = TypeVar("T")
 
-OnRetry = Callable[[str, HeyGenError, int, float], None]
+OnRetry = Callable[[str, ProviderError, int, float], None]
 
 
 class Safety(enum.Enum):
@@ -45,7 +42,7 @@ ENDPOINT_SAFETY: Mapping[str, Safety] = {
 }
 
 
-def is_retried(endpoint: str, error: HeyGenError) -> bool:
+def is_retried(endpoint: str, error: ProviderError) -> bool:
     """The retry table. An endpoint missing from ENDPOINT_SAFETY is treated as unsafe."""
     if isinstance(error, RateLimitedError):
         return True  # refused before any work was done
@@ -75,7 +72,7 @@ class RetryPolicy:
         ceiling = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         return self.random() * ceiling
 
-    def delay_before_retry(self, error: HeyGenError, attempt: int) -> float | None:
+    def delay_before_retry(self, error: ProviderError, attempt: int) -> float | None:
         """Seconds to wait after failed attempt number `attempt` (1-based), or None to give up."""
         delay = self.backoff(attempt)
         if isinstance(error, RateLimitedError) and error.retry_after is not None:
@@ -85,15 +82,21 @@ class RetryPolicy:
         return delay
 
     async def run(
-        self, endpoint: str, call: Callable[[], Awaitable[T]], *, deadline: float | None
+        self,
+        endpoint: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        deadline: float | None,
+        retried: Callable[[str, ProviderError], bool] = is_retried,
     ) -> T:
-        """Await `call()`, repeating it on errors the table allows, within `deadline`."""
+        """Await `call()`, repeating it on errors the table allows, within `deadline`.
+        `retried` is the retry table (HeyGen's by default; another provider passes its own)."""
         attempt = 1
         while True:
             try:
                 return await call()
-            except HeyGenError as error:
-                if attempt >= self.max_attempts or not is_retried(endpoint, error):
+            except ProviderError as error:
+                if attempt >= self.max_attempts or not retried(endpoint, error):
                     raise
                 delay = self.delay_before_retry(error, attempt)
                 if delay is None or (deadline is not None and self.clock() + delay >= deadline):
@@ -102,3 +105,20 @@ class RetryPolicy:
                     self.on_retry(endpoint, error, attempt, delay)
                 await self.sleep(delay)
                 attempt += 1
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if absent."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)

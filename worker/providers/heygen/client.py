@@ -12,13 +12,9 @@ from typing import Any, Self, TypeVar
 import httpx
 from pydantic import SecretStr, TypeAdapter, ValidationError
 
-from worker.heygen.errors import (
-    HeyGenTimeoutError,
-    ServerError,
-    TransportError,
-    error_from_answer,
-)
-from worker.heygen.models import (
+from worker.providers.base import ProviderTimeoutError, ServerError, TransportError
+from worker.providers.heygen.errors import error_from_answer
+from worker.providers.heygen.models import (
     Avatar,
     IceCandidate,
     NewSession,
@@ -29,8 +25,8 @@ from worker.heygen.models import (
     TaskResult,
     TaskType,
 )
-from worker.heygen.retry import RetryPolicy
-from worker.heygen.transport import default_transport, is_timeout, request_may_have_been_sent
+from worker.providers.retry import RetryPolicy
+from worker.providers.transport import default_transport, is_timeout, request_may_have_been_sent
 
 DEFAULT_BASE_URL = "https://api.heygen.com"
 # Request extension carrying the bounded endpoint name, for transport wrappers (metrics, traces).
@@ -209,7 +205,7 @@ class HeyGenClient:
         if deadline is not None:
             budget = min(budget, deadline - time.monotonic())
             if budget <= 0:
-                raise HeyGenTimeoutError(
+                raise ProviderTimeoutError(
                     "deadline passed before the request was sent", endpoint=endpoint
                 )
         url = self._urls.get(path)
@@ -255,13 +251,15 @@ class HeyGenClient:
                     endpoint=endpoint,
                     request_sent=False,
                 ) from exc
-            raise HeyGenTimeoutError(f"no answer within {budget:.3g}s", endpoint=endpoint) from exc
+            raise ProviderTimeoutError(
+                f"no answer within {budget:.3g}s", endpoint=endpoint
+            ) from exc
         except httpx.TransportError as exc:
             # Not chained (`from None`): the text is repeated, redacted.
             message = self._redact(f"{type(exc).__name__}: {exc}")
             sent = request_may_have_been_sent(exc)
             if sent and is_timeout(exc):
-                raise HeyGenTimeoutError(message, endpoint=endpoint) from None
+                raise ProviderTimeoutError(message, endpoint=endpoint) from None
             raise TransportError(message, endpoint=endpoint, request_sent=sent) from None
         return self._unwrap(endpoint, response)
 

@@ -1,0 +1,159 @@
+"""/_admin/liveavatar: faults, ending sessions, the end user's voice, credits, config, stats."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from simulator.admin_routes import _error, _json_body
+from simulator.liveavatar.context import LIVEAVATAR, LiveAvatarSimulator
+from simulator.liveavatar.settings import LiveAvatarFault
+from simulator.liveavatar.state import Session, Status
+from simulator.liveavatar.validation import EndReason
+
+PREFIX = "/_admin/liveavatar"
+JSON = "application/json"
+
+
+class _Admin(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EndBody(_Admin):
+    end_reason: EndReason = "SERVER_ERROR"
+
+
+class Utterance(_Admin):
+    text: str = Field(min_length=1)
+    duration_s: float = Field(default=0.5, ge=0)
+
+
+class Credits(_Admin):
+    credits: float = Field(ge=0)
+    api_key: str | None = None  # None: every account, and the start balance of new ones
+
+
+M = TypeVar("M", bound=_Admin)
+
+
+def _live(sim: LiveAvatarSimulator, request: web.Request) -> Session:
+    session_id = request.match_info["session_id"]
+    session = sim.store.find(session_id)
+    if session is None:
+        raise web.HTTPNotFound(
+            text=f'{{"error": "unknown session {session_id}"}}', content_type=JSON
+        )
+    if session.status is not Status.ACTIVE:
+        raise web.HTTPConflict(
+            text=f'{{"error": "session is {session.status.value}"}}', content_type=JSON
+        )
+    return session
+
+
+async def _parsed(request: web.Request, model: type[M]) -> M:
+    body = await _json_body(request)
+    try:
+        return model.model_validate(body or {})
+    except ValidationError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+
+
+async def add_faults(request: web.Request) -> web.Response:
+    sim = request.app[LIVEAVATAR]
+    body = await _json_body(request)
+    try:
+        specs = [
+            LiveAvatarFault.model_validate(i) for i in (body if isinstance(body, list) else [body])
+        ]
+    except ValidationError as exc:
+        return _error(400, str(exc))
+    for spec in specs:
+        sim.faults.add(spec)
+    return web.json_response({"faults": sim.faults.describe()})
+
+
+async def list_faults(request: web.Request) -> web.Response:
+    return web.json_response({"faults": request.app[LIVEAVATAR].faults.describe()})
+
+
+async def clear_faults(request: web.Request) -> web.Response:
+    request.app[LIVEAVATAR].faults.clear()
+    return web.json_response({"faults": []})
+
+
+async def end_session(request: web.Request) -> web.Response:
+    """End a session as LiveAvatar would (e.g. AVATAR_DELETED, SERVER_ERROR)."""
+    sim = request.app[LIVEAVATAR]
+    session = _live(sim, request)
+    sim.store.end(session, (await _parsed(request, EndBody)).end_reason)
+    return web.json_response(sim.store.row(session))
+
+
+async def utterance(request: web.Request) -> web.Response:
+    """The end user speaks: user.speak_started now, then user.speak_ended and
+    user.transcription after `duration_s`."""
+    sim = request.app[LIVEAVATAR]
+    session = _live(sim, request)
+    said = await _parsed(request, Utterance)
+    room = sim.rooms.get(session.session_id)
+    if room is None:
+        return _error(409, "only a FULL session has a room")
+    sim.store.touch(session)
+    room.utterance(said.text, said.duration_s)
+    return web.json_response({"session_id": session.session_id, "room_sockets": room.joined})
+
+
+async def drop_room(request: web.Request) -> web.Response:
+    """Cut the room sockets of a session as a network failure would; the session lives on."""
+    sim = request.app[LIVEAVATAR]
+    room = sim.rooms.get(_live(sim, request).session_id)
+    return web.json_response({"dropped": room.drop_sockets() if room else 0})
+
+
+async def set_credits(request: web.Request) -> web.Response:
+    sim = request.app[LIVEAVATAR]
+    body = await _parsed(request, Credits)
+    sim.store.set_balance(body.api_key, body.credits)
+    return web.json_response({"credits": body.credits})
+
+
+async def get_config(request: web.Request) -> web.Response:
+    return web.json_response(request.app[LIVEAVATAR].settings.runtime_config())
+
+
+async def patch_config(request: web.Request) -> web.Response:
+    sim = request.app[LIVEAVATAR]
+    body: Any = await _json_body(request)
+    if not isinstance(body, dict):
+        return _error(400, "the body must be a JSON object of settings to change")
+    try:
+        sim.reconfigure(body)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    return web.json_response(sim.settings.runtime_config())
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[LIVEAVATAR].stats())
+
+
+async def reset(request: web.Request) -> web.Response:
+    request.app[LIVEAVATAR].reset()
+    return web.json_response({"reset": True})
+
+
+def register_admin(app: web.Application) -> None:
+    router = app.router
+    router.add_post(f"{PREFIX}/faults", add_faults)
+    router.add_get(f"{PREFIX}/faults", list_faults)
+    router.add_delete(f"{PREFIX}/faults", clear_faults)
+    router.add_post(f"{PREFIX}/sessions/{{session_id}}/end", end_session)
+    router.add_post(f"{PREFIX}/sessions/{{session_id}}/utterance", utterance)
+    router.add_post(f"{PREFIX}/sessions/{{session_id}}/drop-room", drop_room)
+    router.add_put(f"{PREFIX}/credits", set_credits)
+    router.add_get(f"{PREFIX}/config", get_config)
+    router.add_patch(f"{PREFIX}/config", patch_config)
+    router.add_get(f"{PREFIX}/stats", stats)
+    router.add_post(f"{PREFIX}/reset", reset)

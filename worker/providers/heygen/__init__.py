@@ -1,0 +1,1 @@
+"""The legacy HeyGen Streaming API: its typed client, error mapping, models and provider."""

@@ -1,0 +1,335 @@
+"""LiveAvatar FULL mode as a `Provider`: sessions over REST, speech and the avatar's events over
+each session's room link.
+
+create = token + start (billed from the start); start = join the room with the agent token kept
+in `Created.resume`, and read its packets into `observed()`. A speak's packet carries the
+command id as its `event_id`, so the observed start and end name the speak they answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import SecretStr
+
+from worker.providers.base import (
+    BrowserConnection,
+    Created,
+    InvalidRequestError,
+    LinkLost,
+    Observed,
+    Provider,
+    ProviderError,
+    ProviderTimeoutError,
+    RemoteSession,
+    RemoteStopped,
+    ServerError,
+    SessionClosedError,
+    SessionProfile,
+    Spoken,
+    StopCause,
+    Stopped,
+    TaskMode,
+    TaskType,
+    TransportError,
+    UnsupportedError,
+)
+from worker.providers.liveavatar import packets
+from worker.providers.liveavatar.client import LiveAvatarClient
+from worker.providers.liveavatar.config import session_config
+from worker.providers.liveavatar.errors import SessionStartError
+from worker.providers.liveavatar.links import RoomLinks
+from worker.providers.liveavatar.models import EndReason, StartedSession
+from worker.providers.liveavatar.room import PacketTooLargeError, RoomLink, RoomLinkError
+
+log = logging.getLogger(__name__)
+
+# Joining a room takes far less; bounded by the caller's deadline too.
+JOIN_TIMEOUT_S = 15.0
+# Stopping a session whose start failed gets its own time: the caller's deadline may be spent.
+CLEANUP_TIMEOUT_S = 10.0
+
+END_REASONS: Mapping[StopCause, EndReason] = {
+    "requested": "USER_CLOSED",
+    "idle": "IDLE_TIMEOUT",
+    "max_duration": "MAX_DURATION_REACHED",
+    "expired_remotely": "ZOMBIE_SESSION_REAP",
+    "shutdown": "AGENT_HANG_UP",
+    "error": "SERVER_ERROR",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Closed:
+    """Ends observed(): the provider was closed."""
+
+
+@dataclass(eq=False)
+class _Attached:
+    """A session whose room this provider has joined (or is joining)."""
+
+    resume: SecretStr
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    link: RoomLink | None = None
+    reader: asyncio.Task[None] | None = None
+    stopping: bool = False  # our own stop: the room's session.stopped is not news
+
+
+def _resume(started: StartedSession) -> SecretStr:
+    if started.livekit_agent_token is None:
+        raise ServerError("start answered no livekit_agent_token", endpoint="sessions.start")
+    room = {"url": started.livekit_url, "token": started.livekit_agent_token.get_secret_value()}
+    return SecretStr(json.dumps(room))
+
+
+def _room_of(resume: SecretStr) -> tuple[str, SecretStr]:
+    try:
+        room = json.loads(resume.get_secret_value())
+        return str(room["url"]), SecretStr(str(room["token"]))
+    except (ValueError, KeyError, TypeError):
+        raise ServerError("resume is not this provider's", endpoint="room.join") from None
+
+
+def _remaining(deadline: float | None, cap: float) -> float:
+    return cap if deadline is None else min(cap, deadline - time.monotonic())
+
+
+class LiveAvatarProvider(Provider):
+    name = "liveavatar"
+    observes_speech = True
+    credits_per_minute = 2.0  # FULL mode
+    idle_close_s = 300.0
+
+    def __init__(self, client: LiveAvatarClient, links: RoomLinks | None = None) -> None:
+        self.client = client
+        self._links = links or RoomLinks(client.base_url)
+        self._attached: dict[str, _Attached] = {}
+        self._observed: asyncio.Queue[Observed | _Closed] = asyncio.Queue()
+
+    # --- REST --------------------------------------------------------------------------------
+
+    async def create(self, profile: SessionProfile, *, deadline: float | None = None) -> Created:
+        config = session_config(profile)
+        try:
+            started = await self.client.open_session(config, deadline=deadline)
+        except SessionStartError as failed:
+            if failed.billed:  # a start refused outright never went live
+                await self._stop_after_failed_start(failed.session_id)
+            raise failed.cause from failed
+        try:
+            resume = _resume(started)
+        except ServerError:
+            await self._stop_after_failed_start(started.session_id)
+            raise
+        browser = BrowserConnection(
+            livekit_url=started.livekit_url,
+            livekit_client_token=started.livekit_client_token.get_secret_value(),
+            max_session_duration=started.max_session_duration,
+        )
+        return Created(started.session_id, browser, resume)
+
+    async def _stop_after_failed_start(self, session_id: str) -> None:
+        """A start that failed may have gone live and bills until stopped: stop it, and say so
+        if that fails too (the orphan hunt finds it in the active list later)."""
+        deadline = time.monotonic() + CLEANUP_TIMEOUT_S
+        try:
+            await self.client.stop(session_id, "SERVER_ERROR", deadline=deadline)
+        except SessionClosedError:
+            pass  # never went live
+        except ProviderError as error:
+            log.warning(
+                "cannot stop LiveAvatar session %s after a failed start: %s", session_id, error
+            )
+
+    async def keep_alive(self, provider_session_id: str, *, deadline: float | None = None) -> None:
+        await self.client.keep_alive(provider_session_id, deadline=deadline)
+
+    async def stop(
+        self,
+        provider_session_id: str,
+        *,
+        cause: StopCause = "requested",
+        deadline: float | None = None,
+    ) -> Stopped:
+        attached = self._attached.pop(provider_session_id, None)
+        if attached is not None:
+            attached.stopping = True
+        try:
+            await self.client.stop(provider_session_id, END_REASONS[cause], deadline=deadline)
+        finally:
+            if attached is not None:
+                await self._detach(attached)
+        return Stopped(await self._credits_consumed(provider_session_id, deadline))
+
+    async def _end_reason(self, session_id: str, deadline: float | None) -> str | None:
+        """LiveAvatar's end reason when it says the session is over; None while it runs, or
+        when it cannot say."""
+        try:
+            row = await self.client.get_session(session_id, deadline=deadline)
+        except SessionClosedError:
+            return "UNKNOWN"  # not found: gone
+        except ProviderError:
+            return None
+        return row.end_reason or ("UNKNOWN" if row.end_at else None)
+
+    async def _credits_consumed(self, session_id: str, deadline: float | None) -> float | None:
+        """What LiveAvatar says the session cost; None when it cannot say in time."""
+        try:
+            row = await self.client.get_session(session_id, deadline=deadline)
+        except ProviderError as error:
+            log.info("no credits_consumed for LiveAvatar session %s: %s", session_id, error)
+            return None
+        return row.credits_consumed
+
+    async def list_live(self, *, deadline: float | None = None) -> list[RemoteSession]:
+        rows = await self.client.list_active(deadline=deadline)
+        return [RemoteSession(row.id, "active", row.created_at) for row in rows]
+
+    async def credits_left(self, *, deadline: float | None = None) -> float | None:
+        return await self.client.credits_left(deadline=deadline)
+
+    # --- the room ----------------------------------------------------------------------------
+
+    async def start(
+        self,
+        provider_session_id: str,
+        *,
+        resume: SecretStr | None = None,
+        sdp_answer: str | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        """Join the session's room (again, after a drop or a takeover); a no-op while joined."""
+        if sdp_answer is not None:
+            raise UnsupportedError("liveavatar takes no SDP answer", endpoint="room.join")
+        attached = self._attached.get(provider_session_id)
+        if attached is None:
+            if resume is None:
+                raise SessionClosedError(
+                    "no room details for this session", endpoint="room.join", closed=False
+                )
+            attached = self._attached[provider_session_id] = _Attached(resume)
+        elif resume is not None:
+            attached.resume = resume
+        await self._linked(provider_session_id, attached, deadline)
+
+    async def speak(
+        self,
+        provider_session_id: str,
+        text: str,
+        *,
+        command_id: str,
+        task_type: TaskType = "repeat",
+        task_mode: TaskMode = "async",
+        deadline: float | None = None,
+    ) -> Spoken:
+        """Always async: LiveAvatar answers a speak only with the observed start and end."""
+        packet = packets.speak(provider_session_id, command_id, text, task_type)
+        await self._send(provider_session_id, packet, "room.speak", deadline)
+        return Spoken(command_id)
+
+    async def interrupt(self, provider_session_id: str, *, deadline: float | None = None) -> None:
+        packet = packets.interrupt(provider_session_id, str(uuid.uuid4()))
+        await self._send(provider_session_id, packet, "room.interrupt", deadline)
+
+    async def observed(self) -> AsyncIterator[Observed]:
+        while True:
+            item = await self._observed.get()
+            if isinstance(item, _Closed):
+                return
+            yield item
+
+    async def aclose(self) -> None:
+        attached, self._attached = list(self._attached.values()), {}
+        for session in attached:
+            session.stopping = True
+            await self._detach(session)
+        await self._links.aclose()
+        await self.client.aclose()
+        self._observed.put_nowait(_Closed())
+
+    async def _send(
+        self, session_id: str, packet: dict[str, Any], endpoint: str, deadline: float | None
+    ) -> None:
+        attached = self._attached.get(session_id)
+        if attached is None:
+            raise SessionClosedError(
+                "the session's room was never joined here", endpoint=endpoint, closed=False
+            )
+        link = await self._linked(session_id, attached, deadline)
+        try:
+            await link.send(packet)
+        except PacketTooLargeError as error:
+            raise InvalidRequestError(str(error), endpoint=endpoint) from None
+        except RoomLinkError as error:
+            # The packet may have reached the room: a speak is not repeated.
+            raise TransportError(str(error), endpoint=endpoint, request_sent=True) from None
+
+    async def _linked(
+        self, session_id: str, attached: _Attached, deadline: float | None
+    ) -> RoomLink:
+        """The session's live link, joining the room first when it has none (or it dropped)."""
+        async with attached.lock:
+            reader = attached.reader
+            if attached.link is not None and reader is not None and not reader.done():
+                return attached.link
+            url, token = _room_of(attached.resume)
+            link = self._links(url)
+            budget = _remaining(deadline, JOIN_TIMEOUT_S)
+            try:
+                async with asyncio.timeout(budget):
+                    await link.connect(url, token)
+            except TimeoutError:
+                await link.close()
+                raise ProviderTimeoutError(
+                    f"room not joined within {budget:.3g}s", endpoint="room.join"
+                ) from None
+            except RoomLinkError as error:
+                reason = await self._end_reason(session_id, deadline)
+                if reason is not None:  # not a link problem: the session is over
+                    raise SessionClosedError(
+                        f"the session has ended ({reason})", endpoint="room.join", closed=True
+                    ) from None
+                raise TransportError(str(error), endpoint="room.join", request_sent=True) from None
+            attached.link = link
+            attached.reader = asyncio.create_task(
+                self._read(session_id, attached, link), name=f"liveavatar-room-{session_id}"
+            )
+            return link
+
+    async def _read(self, session_id: str, attached: _Attached, link: RoomLink) -> None:
+        """The room's packets into observed(). A drop is LinkLost, or RemoteStopped when
+        LiveAvatar says the session ended and its session.stopped never reached us; nothing when
+        session.stopped came already or we are leaving."""
+        ended = False
+        try:
+            async for packet in link.packets():
+                event = packets.observed(packet, session_id)
+                if event is None or attached.stopping:
+                    continue
+                ended = ended or isinstance(event, RemoteStopped)
+                self._observed.put_nowait(event)
+        except RoomLinkError as error:
+            if not (ended or attached.stopping):
+                reason = await self._end_reason(session_id, time.monotonic() + CLEANUP_TIMEOUT_S)
+                ended = reason is not None
+                lost = LinkLost(session_id, str(error))
+                self._observed.put_nowait(RemoteStopped(session_id, reason) if reason else lost)
+        if ended and self._attached.get(session_id) is attached:
+            del self._attached[session_id]
+            await link.close()
+
+    async def _detach(self, attached: _Attached) -> None:
+        if attached.link is not None:
+            await attached.link.close()
+        if attached.reader is not None:
+            attached.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await attached.reader
