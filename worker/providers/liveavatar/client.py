@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -216,26 +216,7 @@ class LiveAvatarClient:
         async def attempt() -> Any:
             return await self._attempt(endpoint, request, credential, deadline)
 
-        return await self._with_retries(endpoint, attempt, deadline)
-
-    async def _with_retries(
-        self, endpoint: str, call: Callable[[], Awaitable[T]], deadline: float | None
-    ) -> T:
-        # RetryPolicy.run's loop with this client's table (RetryPolicy knows HeyGen's only).
-        policy = self._retry
-        attempt = 1
-        while True:
-            try:
-                return await call()
-            except ProviderError as error:
-                retried = attempt < policy.max_attempts and is_retried_here(endpoint, error)
-                delay = policy.delay_before_retry(error, attempt) if retried else None
-                if delay is None or (deadline is not None and policy.clock() + delay >= deadline):
-                    raise
-                if policy.on_retry is not None:
-                    policy.on_retry(endpoint, error, attempt, delay)
-                await policy.sleep(delay)
-                attempt += 1
+        return await self._retry.run(endpoint, attempt, deadline=deadline, retried=is_retried_here)
 
     async def _attempt(
         self, endpoint: str, request: httpx.Request, credential: SecretStr, deadline: float | None
