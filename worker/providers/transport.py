@@ -13,6 +13,12 @@ import aiohttp
 import httpx
 from yarl import URL
 
+# Request extension carrying the bounded endpoint name, for transport wrappers (metrics, traces).
+ENDPOINT_EXTENSION = "provider_endpoint"
+# Opening a connection takes far less than a call's timeout; failing fast there yields a
+# provably-unsent error, which even billed calls may retry.
+CONNECT_TIMEOUT = 5.0
+
 # The kinds of failure that prove the request never left this process.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 

@@ -26,14 +26,15 @@ from worker.providers.heygen.models import (
     TaskType,
 )
 from worker.providers.retry import RetryPolicy
-from worker.providers.transport import default_transport, is_timeout, request_may_have_been_sent
+from worker.providers.transport import (
+    CONNECT_TIMEOUT,
+    ENDPOINT_EXTENSION,
+    default_transport,
+    is_timeout,
+    request_may_have_been_sent,
+)
 
 DEFAULT_BASE_URL = "https://api.heygen.com"
-# Request extension carrying the bounded endpoint name, for transport wrappers (metrics, traces).
-ENDPOINT_EXTENSION = "heygen_endpoint"
-# Opening a connection to HeyGen takes far less than a call's timeout; failing fast there yields
-# a provably-unsent error, which even billed calls may retry.
-CONNECT_TIMEOUT = 5.0
 
 M = TypeVar("M")
 _SESSIONS = TypeAdapter(list[RemoteSession])

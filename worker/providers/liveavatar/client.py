@@ -23,7 +23,6 @@ from worker.providers.base import (
     TransportError,
     may_have_acted,
 )
-from worker.providers.heygen.client import CONNECT_TIMEOUT, ENDPOINT_EXTENSION
 from worker.providers.liveavatar.errors import SessionStartError, error_from_answer
 from worker.providers.liveavatar.models import (
     Credits,
@@ -35,7 +34,13 @@ from worker.providers.liveavatar.models import (
     StartedSession,
 )
 from worker.providers.retry import RetryPolicy, Safety, is_retried
-from worker.providers.transport import default_transport, is_timeout, request_may_have_been_sent
+from worker.providers.transport import (
+    CONNECT_TIMEOUT,
+    ENDPOINT_EXTENSION,
+    default_transport,
+    is_timeout,
+    request_may_have_been_sent,
+)
 
 DEFAULT_BASE_URL = "https://api.liveavatar.com"
 PAGE_SIZE = 100  # the largest page LiveAvatar serves
