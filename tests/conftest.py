@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -26,20 +27,28 @@ RABBIT_USER = os.environ.get("TEST_RABBIT_USER", "guest")
 RABBIT_PASSWORD = os.environ.get("TEST_RABBIT_PASSWORD", "guest")
 
 
+@contextlib.asynccontextmanager
+async def private_vhost(
+    mgmt_url: str, prefix: str, user: str = RABBIT_USER, password: str = RABBIT_PASSWORD
+) -> AsyncIterator[str]:
+    """A vhost made for one test through a broker's management API, deleted afterwards."""
+    vhost = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    async with httpx.AsyncClient(base_url=mgmt_url, auth=(user, password), timeout=30) as mgmt:
+        (await mgmt.put(f"/api/vhosts/{vhost}")).raise_for_status()
+        perms = {"configure": ".*", "write": ".*", "read": ".*"}
+        (await mgmt.put(f"/api/permissions/{vhost}/{user}", json=perms)).raise_for_status()
+        try:
+            yield vhost
+        finally:
+            with contextlib.suppress(httpx.HTTPError):  # a test may have deleted it already
+                await mgmt.delete(f"/api/vhosts/{vhost}")
+
+
 @pytest.fixture
 async def amqp_url() -> AsyncIterator[str]:
     """An AMQP URL to a vhost made for this test alone, deleted afterwards."""
-    vhost = f"test-{uuid.uuid4().hex[:12]}"
-    async with httpx.AsyncClient(
-        base_url=RABBIT_MGMT, auth=(RABBIT_USER, RABBIT_PASSWORD), timeout=30
-    ) as mgmt:
-        (await mgmt.put(f"/api/vhosts/{vhost}")).raise_for_status()
-        perms = {"configure": ".*", "write": ".*", "read": ".*"}
-        (await mgmt.put(f"/api/permissions/{vhost}/{RABBIT_USER}", json=perms)).raise_for_status()
-        try:
-            yield f"amqp://{RABBIT_USER}:{RABBIT_PASSWORD}@{RABBIT_HOST}:{RABBIT_PORT}/{vhost}"
-        finally:
-            await mgmt.delete(f"/api/vhosts/{vhost}")
+    async with private_vhost(RABBIT_MGMT, "test") as vhost:
+        yield f"amqp://{RABBIT_USER}:{RABBIT_PASSWORD}@{RABBIT_HOST}:{RABBIT_PORT}/{vhost}"
 
 
 @pytest.fixture(autouse=True)

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from simulator.server import RunningSimulator, running_simulator
+from tests.conftest import private_vhost
 from tests.integration.conftest import WorkerProcess, worker_process
 from tests.reliability.checker import Checker, Report
 from tests.reliability.rabbit_node import RabbitNode, available, ensure_root, node_dir
@@ -54,18 +53,8 @@ def rabbit_node() -> Iterator[RabbitNode]:
 @pytest.fixture
 async def node_url(rabbit_node: RabbitNode) -> AsyncIterator[str]:
     """A fresh vhost on the private node, deleted afterwards."""
-    vhost = f"faults-{uuid.uuid4().hex[:10]}"
-    async with httpx.AsyncClient(
-        base_url=rabbit_node.mgmt_url, auth=("guest", "guest"), timeout=30
-    ) as mgmt:
-        (await mgmt.put(f"/api/vhosts/{vhost}")).raise_for_status()
-        perms = {"configure": ".*", "write": ".*", "read": ".*"}
-        (await mgmt.put(f"/api/permissions/{vhost}/guest", json=perms)).raise_for_status()
-        try:
-            yield rabbit_node.amqp_url(vhost)
-        finally:
-            with contextlib.suppress(httpx.HTTPError):
-                await mgmt.delete(f"/api/vhosts/{vhost}")
+    async with private_vhost(rabbit_node.mgmt_url, "faults") as vhost:
+        yield rabbit_node.amqp_url(vhost)
 
 
 @pytest.fixture

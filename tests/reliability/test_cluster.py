@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from simulator.server import RunningSimulator
+from tests.conftest import private_vhost
 from tests.integration.conftest import WorkerProcess, wait_until
 from tests.reliability.checker import Checker
 from tests.reliability.rabbit_node import (
@@ -49,16 +49,8 @@ def cluster() -> Iterator[RabbitCluster]:
 
 @pytest.fixture
 async def vhost(cluster: RabbitCluster) -> AsyncIterator[str]:
-    name = f"cluster-{uuid.uuid4().hex[:10]}"
-    mgmt_url = cluster.nodes[-1].mgmt_url
-    async with httpx.AsyncClient(base_url=mgmt_url, auth=("guest", "guest"), timeout=30) as mgmt:
-        (await mgmt.put(f"/api/vhosts/{name}")).raise_for_status()
-        perms = {"configure": ".*", "write": ".*", "read": ".*"}
-        (await mgmt.put(f"/api/permissions/{name}/guest", json=perms)).raise_for_status()
-        try:
-            yield name
-        finally:
-            await mgmt.delete(f"/api/vhosts/{name}")
+    async with private_vhost(cluster.nodes[-1].mgmt_url, "cluster") as name:
+        yield name
 
 
 async def api(cluster: RabbitCluster, path: str) -> list[dict[str, Any]]:
