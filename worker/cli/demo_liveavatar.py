@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
+import httpx
 from aio_pika.abc import AbstractChannel
 
 from contracts.commands import (
@@ -98,7 +99,14 @@ class Conversation:
         await self.until("observed speech.finished", _finished(greeting))
 
         out_line(f"> the end user says {USER_SAYS!r} (simulator admin call)")
-        await self._admin.inject_utterance(created.heygen_session_id, USER_SAYS)
+        try:
+            await self._admin.inject_utterance(created.heygen_session_id, USER_SAYS)
+        except httpx.HTTPError as exc:
+            raise CliError(
+                f"the simulator did not play the end user ({exc!r}): the worker must "
+                "run with the bundled simulator standing in for LiveAvatar; name it with "
+                "--simulator if it is not on port 8090"
+            ) from None
         heard = await self.until("user.transcription", lambda e: isinstance(e, UserTranscription))
         assert isinstance(heard, UserTranscription)
 
