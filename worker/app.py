@@ -17,38 +17,34 @@ from itertools import product
 from typing import NoReturn
 from urllib.parse import unquote, urlsplit
 
-import aio_pika
-import aiormq
 import httpx
 from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import CollectorRegistry
 
 from contracts.common import SessionState, StopReason, configure_limits
 from contracts.topology import DEAD_LETTER_QUEUE
-from worker.bus.connection import FailoverConnection, broker_reply, connect_failover
+from worker.bus.connection import FailoverConnection, connect_failover
 from worker.bus.consumer import Consumer
 from worker.bus.ownership import OwnershipProbe
 from worker.bus.publisher import Publisher
 from worker.bus.state_stream import StateStream
 from worker.bus.state_tail import StateTail
-from worker.bus.topology import TopologyError, TopologySpec, declare_topology
-from worker.cli.errors import ExitCode
+from worker.bus.topology import TopologySpec, declare_topology
 from worker.credits import CreditWatch
 from worker.dispatch import Dispatcher
 from worker.events import EventEmitter
+from worker.exit_codes import ExitCode
 from worker.handlers.context import Policy, Services
 from worker.handlers.lifecycle import end_session
 from worker.handover import Handover
 from worker.observability.http import HealthServer
-from worker.observability.logs import configure_logging
 from worker.observability.metrics import PROVIDERS, Metrics
-from worker.observability.tracing import inject_context, setup_tracing, shutdown_tracing
+from worker.observability.tracing import inject_context
 from worker.observer import Observer
 from worker.orphans import OrphanHunt
 from worker.pool import PoolSettings, SessionPool
 from worker.provider_setup import ProviderSetup
 from worker.providers.base import Provider
-from worker.providers.credentials import ApiKeyError
 from worker.sessions.registry import Registry
 from worker.sessions.session import LIVE_STATES
 from worker.settings import WorkerSettings
@@ -110,7 +106,7 @@ class Worker:
         await self.health.start()
         self._stack.push_async_callback(self.health.stop)
         setup = ProviderSetup(s, self.metrics, self._stack, transport=self._transport)
-        providers = await setup.providers()
+        providers = setup.providers()
         self._consume_conn = await self._connect("consume")
         self._publish_conn = await self._connect("publish")
         # Reading the state stream has a connection of its own: right after a broker restart
@@ -427,29 +423,3 @@ def _broker_user(amqp_url: str) -> str:
 
 def _count_in_state(registry: Registry, provider: str, state: SessionState) -> int:
     return registry.count_by_state()[provider, state]
-
-
-def run_worker(settings: WorkerSettings | None = None) -> None:
-    settings = settings or WorkerSettings()
-    configure_logging(settings.log_level, log_format=settings.log_format)
-    setup_tracing()
-    try:
-        asyncio.run(Worker(settings).run())
-    except TopologyError as exc:
-        log.error("cannot declare the RabbitMQ topology: %s", exc)
-        raise SystemExit(ExitCode.UNAVAILABLE) from None
-    except (ConnectionError, aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError) as exc:
-        reply = broker_reply(exc)
-        if reply is None:
-            log.error("cannot connect to RabbitMQ (AMQP_URL): %s", exc)
-        else:  # connected, then the broker refused something the worker asked for
-            log.error("RabbitMQ refused the worker's request: %s", reply)
-        raise SystemExit(ExitCode.UNAVAILABLE) from None
-    except ApiKeyError as exc:
-        log.error("%s", exc)
-        raise SystemExit(ExitCode.USAGE) from None
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
-        raise SystemExit(ExitCode.UNAVAILABLE) from None
-    finally:
-        shutdown_tracing()  # flush spans the batch exporter still holds
