@@ -31,7 +31,7 @@ from worker.bus.state_stream import StateStream
 from worker.bus.state_tail import StateTail
 from worker.bus.topology import TopologySpec, declare_topology
 from worker.credits import CreditWatch
-from worker.dispatch import Dispatcher
+from worker.dispatch import Dispatcher, build_dispatcher
 from worker.events import EventEmitter
 from worker.exit_codes import ExitCode
 from worker.handlers.context import Policy, Services
@@ -148,16 +148,14 @@ class Worker:
         self.services.emitter.after_session_event = self.handover.save
         # A replica cut off from the broker may have lost its partitions: stop acting on them.
         self._consume_conn.close_callbacks.add(lambda *_: self.handover.release_all())
-        self.dispatcher = Dispatcher(
+        self.dispatcher = build_dispatcher(
             self.services,
+            handover=self.handover,
+            tail=tail,
+            publisher=publisher,
+            own_user=_broker_user(s.amqp_urls[0]),
             max_message_bytes=s.max_message_bytes,
             dedup_capacity=s.dedup_capacity,
-            before_partition=self.handover.ensure,
-            admit=self.handover.admit,
-            on_requeue=self.handover.requeued,
-            home_of=tail.home,
-            forward=publisher.forward,
-            own_user=_broker_user(s.amqp_urls[0]),
         )
         self.pool = SessionPool(
             self.services,
@@ -374,7 +372,7 @@ class Worker:
             self.handover.stop_adopting()
         if self.dispatcher is not None:
             self._step = "finishing in-flight commands"
-            await self._drain(self.dispatcher)
+            await self.dispatcher.drain(self.settings.shutdown_grace_s)
         if self.services is not None:
             self._step = "stopping background work and sealing the partitions"
             if self.settings.stop_sessions_on_shutdown:
@@ -397,15 +395,6 @@ class Worker:
             await self._consumer.close()
         self._step = "closing the connections"
         await self._stack.aclose()
-
-    async def _drain(self, dispatcher: Dispatcher) -> None:
-        try:
-            await asyncio.wait_for(dispatcher.wait_idle(), self.settings.shutdown_grace_s)
-        except TimeoutError:
-            cancelled = dispatcher.cancel_in_flight()
-            log.warning("drain grace over: requeueing %d unfinished commands", cancelled)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(dispatcher.wait_idle(), 5)
 
 
 def _exit_now(code: ExitCode) -> NoReturn:

@@ -207,9 +207,9 @@ async def test_a_create_whose_answer_was_lost_is_answered_again_not_rebilled(
     dispatcher = worker.dispatcher
     assert dispatcher is not None
     # session.ready can reach the tap before the worker has let go of the command.
-    await wait_until(lambda: create_once.command_id in dispatcher._finished)
+    await wait_until(lambda: create_once.command_id in dispatcher.ledger.finished)
     # As after a publish that was never confirmed: nothing remembers answering it.
-    dispatcher._finished = type(dispatcher._finished)(10)
+    dispatcher.ledger.finished = type(dispatcher.ledger.finished)(10)
     session = worker.services.registry.get("again")
     assert session is not None
     session.recent_commands.clear()
