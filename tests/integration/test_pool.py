@@ -191,10 +191,10 @@ async def test_leaked_session_is_stopped_by_reconciliation(
 async def test_partitions_owned_comes_from_the_management_api(worker: Worker) -> None:
     # The management API lists a new consumer after up to collect_statistics_interval (5 s).
     for _ in range(150):
-        if worker.owned_partitions == {0, 1}:
+        if worker.partition_watch.owned == {0, 1}:
             break
         await asyncio.sleep(0.1)
-    assert worker.owned_partitions == {0, 1}
+    assert worker.partition_watch.owned == {0, 1}
     assert worker.metrics.partitions_owned._value.get() == 2
 
 
