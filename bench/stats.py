@@ -66,7 +66,12 @@ def scrape(text: str) -> Samples:
 
 
 def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
-    return {labels.get(label, ""): value for labels, value in samples.get(name, [])}
+    """The series of `name` summed by one label (over the others, such as `provider`)."""
+    sums: dict[str, float] = {}
+    for labels, value in samples.get(name, []):
+        key = labels.get(label, "")
+        sums[key] = sums.get(key, 0.0) + value
+    return sums
 
 
 def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float:

@@ -3,8 +3,6 @@ back on the next one (two TCP proxies in front of the one test broker stand in f
 
 from __future__ import annotations
 
-import asyncio
-
 import aio_pika
 from yarl import URL
 
@@ -45,14 +43,20 @@ async def test_a_lost_connection_comes_back_on_the_next_broker(amqp_url: str) ->
             return connection.url.port == second.port and connection.connected.is_set()
 
         await wait_until(back_on_second, 15)
-        # The robust channel is restored there: publishing with confirms works again.
-        await asyncio.wait_for(
-            channel.default_exchange.publish(
-                aio_pika.Message(b"x", delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                routing_key=queue.name,
-            ),
-            10,
-        )
+
+        async def published() -> bool:
+            # The robust channel is restored there, a moment after the connection.
+            try:
+                await channel.default_exchange.publish(
+                    aio_pika.Message(b"x", delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=queue.name,
+                    timeout=5,
+                )
+            except aio_pika.exceptions.ChannelInvalidStateError:
+                return False
+            return True
+
+        await wait_until(published, 15)
         assert (await queue.get(timeout=5)).body == b"x"
     finally:
         await connection.close()

@@ -4,6 +4,7 @@ vhost deleted, publishes blocked by a memory alarm; a second signal ends it at o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -48,80 +49,61 @@ async def sigterm_exit(
     return time.monotonic() - began, code
 
 
-async def broker_gone(
-    rabbit_node: RabbitNode,
-    node_url: str,
-    simulator: RunningSimulator,
-    tmp_path: Path,
-    via: TcpProxy | None,
-    fault: Callable[[], Awaitable[None]],
-) -> tuple[float, int, str]:
-    url = str(URL(node_url).with_port(via.port)) if via else node_url
-    async with node_worker(rabbit_node, url, simulator, tmp_path / "worker.log") as process:
-        await fault()
-        await asyncio.sleep(1)  # the worker notices and starts reconnecting
-        took, code = await sigterm_exit(process)
-        return took, code, process.log()
+@contextlib.asynccontextmanager
+async def broker_fault(
+    kind: str, rabbit_node: RabbitNode, node_url: str, proxy: TcpProxy
+) -> AsyncIterator[tuple[str, Callable[[], Awaitable[None]]]]:
+    """The URL the worker should use, and the fault to bring about once it runs."""
+    mgmt = httpx.AsyncClient(base_url=rabbit_node.mgmt_url, auth=("guest", "guest"), timeout=10)
+
+    async def unreachable() -> None:
+        proxy.mode = Mode.REFUSE
+        proxy.reset()
+
+    async def delete_vhost() -> None:
+        (await mgmt.delete(f"/api/vhosts/{URL(node_url).path.lstrip('/')}")).raise_for_status()
+
+    async def memory_alarm() -> None:
+        await asyncio.to_thread(rabbit_node.ctl, "set_vm_memory_high_watermark", "0.0000001")
+
+        async def raised() -> bool:
+            return all(node.get("mem_alarm") for node in (await mgmt.get("/api/nodes")).json())
+
+        await wait_until(raised, 20)
+
+    faults = {
+        "the broker unreachable": (str(URL(node_url).with_port(proxy.port)), unreachable),
+        "the vhost deleted": (node_url, delete_vhost),
+        "a memory alarm": (node_url, memory_alarm),
+    }
+    try:
+        yield faults[kind]
+    finally:
+        if kind == "a memory alarm":
+            await asyncio.to_thread(rabbit_node.ctl, "set_vm_memory_high_watermark", "0.4")
+        await mgmt.aclose()
 
 
-async def test_sigterm_with_the_broker_unreachable(
+@pytest.mark.parametrize("kind", ["the broker unreachable", "the vhost deleted", "a memory alarm"])
+async def test_sigterm_ends_the_worker_within_its_grace(
+    kind: str,
     rabbit_node: RabbitNode,
     node_url: str,
     simulator: RunningSimulator,
     tmp_path: Path,
     proxy: TcpProxy,
 ) -> None:
-    async def unreachable() -> None:
-        proxy.mode = Mode.REFUSE
-        proxy.reset()
-
-    took, code, log = await broker_gone(
-        rabbit_node, node_url, simulator, tmp_path, proxy, unreachable
-    )
-    print(f"\nexit {took:.1f} s after SIGTERM with the broker unreachable (code {code})")
+    async with (
+        broker_fault(kind, rabbit_node, node_url, proxy) as (url, fault),
+        node_worker(rabbit_node, url, simulator, tmp_path / "worker.log") as process,
+    ):
+        await fault()
+        await asyncio.sleep(1)  # the worker notices and starts reconnecting
+        took, code = await sigterm_exit(process)
+        log = process.log()
+    print(f"\nexit {took:.1f} s after SIGTERM with {kind} (code {code})")
     assert took < BOUND_S, log
-    assert code != 0, log
-    assert "shutdown did not finish" in log, log
-
-
-async def test_sigterm_with_the_vhost_deleted(
-    rabbit_node: RabbitNode, node_url: str, simulator: RunningSimulator, tmp_path: Path
-) -> None:
-    async def delete_vhost() -> None:
-        vhost = URL(node_url).path.lstrip("/")
-        async with httpx.AsyncClient(auth=("guest", "guest"), timeout=10) as mgmt:
-            answer = await mgmt.delete(f"{rabbit_node.mgmt_url}/api/vhosts/{vhost}")
-            answer.raise_for_status()
-
-    took, code, log = await broker_gone(
-        rabbit_node, node_url, simulator, tmp_path, None, delete_vhost
-    )
-    print(f"\nexit {took:.1f} s after SIGTERM with the vhost deleted (code {code})")
-    assert took < BOUND_S, log
-    assert code != 0, log
-    assert "shutdown did not finish" in log, log
-
-
-async def test_sigterm_under_a_memory_alarm(
-    rabbit_node: RabbitNode, node_url: str, simulator: RunningSimulator, tmp_path: Path
-) -> None:
-    async def alarm() -> None:
-        await asyncio.to_thread(rabbit_node.ctl, "set_vm_memory_high_watermark", "0.0000001")
-        async with httpx.AsyncClient(auth=("guest", "guest"), timeout=10) as mgmt:
-
-            async def raised() -> bool:
-                nodes = (await mgmt.get(f"{rabbit_node.mgmt_url}/api/nodes")).json()
-                return all(node.get("mem_alarm") for node in nodes)
-
-            await wait_until(raised, 20)
-
-    try:
-        took, code, log = await broker_gone(rabbit_node, node_url, simulator, tmp_path, None, alarm)
-    finally:
-        await asyncio.to_thread(rabbit_node.ctl, "set_vm_memory_high_watermark", "0.4")
-    print(f"\nexit {took:.1f} s after SIGTERM under a memory alarm (code {code})")
-    assert took < BOUND_S, log
-    # Publishes are blocked: what the shutdown could not do is named, and the exit is non-zero.
+    # What the shutdown could not finish is named, and the exit is non-zero.
     assert code != 0, log
     assert "shutdown did not finish" in log, log
 

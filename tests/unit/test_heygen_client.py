@@ -25,7 +25,7 @@ from worker.providers.base import (
     SessionClosedError,
     TransportError,
 )
-from worker.providers.heygen.client import ENDPOINT_EXTENSION, HeyGenClient
+from worker.providers.heygen.client import HeyGenClient
 from worker.providers.heygen.models import (
     Avatar,
     IceCandidate,
@@ -37,6 +37,7 @@ from worker.providers.heygen.models import (
     Voice,
 )
 from worker.providers.retry import RetryPolicy
+from worker.providers.transport import ENDPOINT_EXTENSION
 
 KEY = "hg-test-key-4f1c9e7a"
 BASE = "https://heygen.test"

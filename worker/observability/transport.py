@@ -18,9 +18,9 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from worker.observability.metrics import HEYGEN_ENDPOINTS, OTHER, Metrics
 from worker.observability.tracing import inject_context, recording, tracer
-from worker.providers.heygen.client import ENDPOINT_EXTENSION
 from worker.providers.heygen.errors import error_from_answer
 from worker.providers.liveavatar import errors as liveavatar_errors
+from worker.providers.transport import ENDPOINT_EXTENSION
 
 _VERSION_SEGMENT = re.compile(r"v\d+")
 

@@ -9,9 +9,21 @@ reported disconnects after the request was written as connect timeouts.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+
 import aiohttp
 import httpx
 from yarl import URL
+
+from worker.providers.base import ProviderTimeoutError, TransportError
+
+# Request extension carrying the bounded endpoint name, for transport wrappers (metrics, traces).
+ENDPOINT_EXTENSION = "provider_endpoint"
+# Opening a connection takes far less than a call's timeout; failing fast there yields a
+# provably-unsent error, which even billed calls may retry.
+CONNECT_TIMEOUT = 5.0
 
 # The kinds of failure that prove the request never left this process.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -101,3 +113,69 @@ def request_may_have_been_sent(exc: httpx.TransportError) -> bool:
 
 def is_timeout(exc: httpx.TransportError) -> bool:
     return isinstance(exc, httpx.TimeoutException)
+
+
+class Sender:
+    """A provider client's way out: its transport, a bound on its requests in flight, and each
+    attempt's time budget. What the transport raised becomes the provider's typed error."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, max_concurrency: int) -> None:
+        self.transport = transport
+        self._slots = asyncio.Semaphore(max_concurrency)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    @staticmethod
+    def budget(endpoint: str, timeout: float, deadline: float | None) -> float:
+        """Seconds this attempt may take: the timeout, capped by the time left to `deadline`."""
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                raise ProviderTimeoutError(
+                    "deadline passed before the request was sent", endpoint=endpoint
+                )
+        return timeout
+
+    @staticmethod
+    def timeouts(budget: float) -> dict[str, float]:
+        """httpx's per-phase timeouts (the `timeout` request extension) for one attempt."""
+        return {
+            "connect": min(budget, CONNECT_TIMEOUT),
+            "read": budget,
+            "write": budget,
+            "pool": budget,
+        }
+
+    async def send(
+        self, endpoint: str, request: httpx.Request, budget: float, redact: Callable[[str], str]
+    ) -> httpx.Response:
+        """The answer, read whole; `redact` cleans the transport's error text of secrets."""
+        holding_slot = False
+        try:
+            # httpx timeouts are per phase; this bounds the whole attempt, slot wait included.
+            async with asyncio.timeout(budget), self._slots:
+                holding_slot = True
+                response = await self.transport.handle_async_request(request)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+        except TimeoutError as exc:
+            if not holding_slot:
+                raise TransportError(
+                    f"no free connection slot within {budget:.3g}s",
+                    endpoint=endpoint,
+                    request_sent=False,
+                ) from exc
+            raise ProviderTimeoutError(
+                f"no answer within {budget:.3g}s", endpoint=endpoint
+            ) from exc
+        except httpx.TransportError as exc:
+            # Not chained (`from None`): the text is repeated, redacted.
+            text = redact(f"{type(exc).__name__}: {exc}")
+            sent = request_may_have_been_sent(exc)
+            if sent and is_timeout(exc):
+                raise ProviderTimeoutError(text, endpoint=endpoint) from None
+            raise TransportError(text, endpoint=endpoint, request_sent=sent) from None
+        return response

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -12,7 +10,7 @@ from typing import Any, Self, TypeVar
 import httpx
 from pydantic import SecretStr, TypeAdapter, ValidationError
 
-from worker.providers.base import ProviderTimeoutError, ServerError, TransportError
+from worker.providers.base import ServerError
 from worker.providers.heygen.errors import error_from_answer
 from worker.providers.heygen.models import (
     Avatar,
@@ -26,14 +24,13 @@ from worker.providers.heygen.models import (
     TaskType,
 )
 from worker.providers.retry import RetryPolicy
-from worker.providers.transport import default_transport, is_timeout, request_may_have_been_sent
+from worker.providers.transport import (
+    ENDPOINT_EXTENSION,
+    Sender,
+    default_transport,
+)
 
 DEFAULT_BASE_URL = "https://api.heygen.com"
-# Request extension carrying the bounded endpoint name, for transport wrappers (metrics, traces).
-ENDPOINT_EXTENSION = "heygen_endpoint"
-# Opening a connection to HeyGen takes far less than a call's timeout; failing fast there yields
-# a provably-unsent error, which even billed calls may retry.
-CONNECT_TIMEOUT = 5.0
 
 M = TypeVar("M")
 _SESSIONS = TypeAdapter(list[RemoteSession])
@@ -68,10 +65,9 @@ class HeyGenClient:
         self._timeout = timeout
         self._max_concurrency = max_concurrency
         self._retry = retry or RetryPolicy()
-        self._slots = asyncio.Semaphore(max_concurrency)
         # Requests go straight to the transport: AsyncClient.send's URL merging, cookies, auth
         # and redirect machinery cost twice the transport itself per request.
-        self._transport = transport or default_transport(max_concurrency)
+        self._sender = Sender(transport or default_transport(max_concurrency), max_concurrency)
         self._base = base_url.rstrip("/")
         self._urls: dict[str, httpx.URL] = {}
 
@@ -93,7 +89,7 @@ class HeyGenClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        await self._sender.aclose()
 
     # --- endpoints ---------------------------------------------------------------------------
 
@@ -201,13 +197,9 @@ class HeyGenClient:
         deadline: float | None,
         request_timeout: float | None,
     ) -> Any:
-        budget = request_timeout if request_timeout is not None else self._timeout
-        if deadline is not None:
-            budget = min(budget, deadline - time.monotonic())
-            if budget <= 0:
-                raise ProviderTimeoutError(
-                    "deadline passed before the request was sent", endpoint=endpoint
-                )
+        budget = Sender.budget(
+            endpoint, request_timeout if request_timeout is not None else self._timeout, deadline
+        )
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = httpx.URL(self._base + path)
@@ -220,7 +212,6 @@ class HeyGenClient:
         if body is not None:
             content = json.dumps(body, separators=(",", ":")).encode()
             headers += [("Content-Type", "application/json"), ("Content-Length", str(len(content)))]
-        connect = min(budget, CONNECT_TIMEOUT)
         request = httpx.Request(
             method,
             url,
@@ -228,39 +219,10 @@ class HeyGenClient:
             # A stream given is taken as is: httpx's content encoding and header preparation
             # were a tenth of the client's CPU per request.
             stream=httpx.ByteStream(content),
-            extensions={
-                ENDPOINT_EXTENSION: endpoint,
-                "timeout": {"connect": connect, "read": budget, "write": budget, "pool": budget},
-            },
+            extensions={ENDPOINT_EXTENSION: endpoint, "timeout": Sender.timeouts(budget)},
         )
         request.read()  # marks it read (no copy): wrapping transports may look at .content
-        holding_slot = False
-        try:
-            # httpx timeouts are per phase; this bounds the whole attempt, slot wait included.
-            async with asyncio.timeout(budget), self._slots:
-                holding_slot = True
-                response = await self._transport.handle_async_request(request)
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-        except TimeoutError as exc:
-            if not holding_slot:
-                raise TransportError(
-                    f"no free connection slot within {budget:.3g}s",
-                    endpoint=endpoint,
-                    request_sent=False,
-                ) from exc
-            raise ProviderTimeoutError(
-                f"no answer within {budget:.3g}s", endpoint=endpoint
-            ) from exc
-        except httpx.TransportError as exc:
-            # Not chained (`from None`): the text is repeated, redacted.
-            message = self._redact(f"{type(exc).__name__}: {exc}")
-            sent = request_may_have_been_sent(exc)
-            if sent and is_timeout(exc):
-                raise ProviderTimeoutError(message, endpoint=endpoint) from None
-            raise TransportError(message, endpoint=endpoint, request_sent=sent) from None
+        response = await self._sender.send(endpoint, request, budget, self._redact)
         return self._unwrap(endpoint, response)
 
     def _unwrap(self, endpoint: str, response: httpx.Response) -> Any:

@@ -7,9 +7,7 @@ Success is the HTTP status: the documented envelope `code` values disagree (100,
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -18,12 +16,9 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from worker.providers.base import (
     ProviderError,
-    ProviderTimeoutError,
     ServerError,
-    TransportError,
     may_have_acted,
 )
-from worker.providers.heygen.client import CONNECT_TIMEOUT, ENDPOINT_EXTENSION
 from worker.providers.liveavatar.errors import SessionStartError, error_from_answer
 from worker.providers.liveavatar.models import (
     Credits,
@@ -35,7 +30,11 @@ from worker.providers.liveavatar.models import (
     StartedSession,
 )
 from worker.providers.retry import RetryPolicy, Safety, is_retried
-from worker.providers.transport import default_transport, is_timeout, request_may_have_been_sent
+from worker.providers.transport import (
+    ENDPOINT_EXTENSION,
+    Sender,
+    default_transport,
+)
 
 DEFAULT_BASE_URL = "https://api.liveavatar.com"
 PAGE_SIZE = 100  # the largest page LiveAvatar serves
@@ -85,8 +84,7 @@ class LiveAvatarClient:
         self._api_key = api_key
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
-        self._slots = asyncio.Semaphore(max_concurrency)
-        self._transport = transport or default_transport(max_concurrency)
+        self._sender = Sender(transport or default_transport(max_concurrency), max_concurrency)
         self._base = base_url.rstrip("/")
 
     def __repr__(self) -> str:
@@ -104,7 +102,7 @@ class LiveAvatarClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        await self._sender.aclose()
 
     # --- endpoints ---------------------------------------------------------------------------
 
@@ -216,71 +214,16 @@ class LiveAvatarClient:
         async def attempt() -> Any:
             return await self._attempt(endpoint, request, credential, deadline)
 
-        return await self._with_retries(endpoint, attempt, deadline)
-
-    async def _with_retries(
-        self, endpoint: str, call: Callable[[], Awaitable[T]], deadline: float | None
-    ) -> T:
-        # RetryPolicy.run's loop with this client's table (RetryPolicy knows HeyGen's only).
-        policy = self._retry
-        attempt = 1
-        while True:
-            try:
-                return await call()
-            except ProviderError as error:
-                retried = attempt < policy.max_attempts and is_retried_here(endpoint, error)
-                delay = policy.delay_before_retry(error, attempt) if retried else None
-                if delay is None or (deadline is not None and policy.clock() + delay >= deadline):
-                    raise
-                if policy.on_retry is not None:
-                    policy.on_retry(endpoint, error, attempt, delay)
-                await policy.sleep(delay)
-                attempt += 1
+        return await self._retry.run(endpoint, attempt, deadline=deadline, retried=is_retried_here)
 
     async def _attempt(
         self, endpoint: str, request: httpx.Request, credential: SecretStr, deadline: float | None
     ) -> Any:
-        budget = self._timeout
-        if deadline is not None:
-            budget = min(budget, deadline - time.monotonic())
-            if budget <= 0:
-                raise ProviderTimeoutError(
-                    "deadline passed before the request was sent", endpoint=endpoint
-                )
-        connect = min(budget, CONNECT_TIMEOUT)
-        request.extensions["timeout"] = {
-            "connect": connect,
-            "read": budget,
-            "write": budget,
-            "pool": budget,
-        }
-        slot_taken = False
-        try:
-            # httpx timeouts are per phase; this bounds the whole attempt, slot wait included.
-            async with asyncio.timeout(budget), self._slots:
-                slot_taken = True
-                response = await self._transport.handle_async_request(request)
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-        except TimeoutError as exc:
-            if slot_taken:
-                raise ProviderTimeoutError(
-                    f"no answer within {budget:.3g}s", endpoint=endpoint
-                ) from exc
-            raise TransportError(
-                f"no free connection slot within {budget:.3g}s",
-                endpoint=endpoint,
-                request_sent=False,
-            ) from exc
-        except httpx.TransportError as exc:
-            # Not chained (`from None`): the text is repeated, redacted.
-            text = self._redact(f"{type(exc).__name__}: {exc}", credential)
-            sent = request_may_have_been_sent(exc)
-            if sent and is_timeout(exc):
-                raise ProviderTimeoutError(text, endpoint=endpoint) from None
-            raise TransportError(text, endpoint=endpoint, request_sent=sent) from None
+        budget = Sender.budget(endpoint, self._timeout, deadline)
+        request.extensions["timeout"] = Sender.timeouts(budget)
+        response = await self._sender.send(
+            endpoint, request, budget, lambda text: self._redact(text, credential)
+        )
         return self._unwrap(endpoint, response, credential)
 
     def _unwrap(self, endpoint: str, response: httpx.Response, credential: SecretStr) -> Any:
