@@ -76,8 +76,8 @@ class Step(Protocol):
 
 class Ownership:
     """A partition new to this replica has its sessions taken over before its first delivery;
-    the deliveries of one it is letting go go back to the queue, and the handover hears of
-    every delivery that does (the next owner then settles the partition's order)."""
+    the deliveries of one it is letting go go back to the queue. The handover hears of every
+    delivery that goes back: the next owner then settles the partition's order."""
 
     def __init__(self, handover: Handover) -> None:
         self._handover = handover
