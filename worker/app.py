@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import ssl
-import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from functools import partial
@@ -17,38 +17,34 @@ from itertools import product
 from typing import NoReturn
 from urllib.parse import unquote, urlsplit
 
-import aio_pika
-import aiormq
 import httpx
 from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import CollectorRegistry
 
 from contracts.common import SessionState, StopReason, configure_limits
-from contracts.topology import DEAD_LETTER_QUEUE
-from worker.bus.connection import FailoverConnection, broker_reply, connect_failover
+from worker.bus.connection import FailoverConnection, connect_failover
 from worker.bus.consumer import Consumer
 from worker.bus.ownership import OwnershipProbe
 from worker.bus.publisher import Publisher
 from worker.bus.state_stream import StateStream
 from worker.bus.state_tail import StateTail
-from worker.bus.topology import TopologyError, TopologySpec, declare_topology
-from worker.cli.errors import ExitCode
+from worker.bus.topology import TopologySpec, declare_topology
 from worker.credits import CreditWatch
-from worker.dispatch import Dispatcher
+from worker.dispatch import Dispatcher, build_dispatcher
 from worker.events import EventEmitter
+from worker.exit_codes import ExitCode
 from worker.handlers.context import Policy, Services
 from worker.handlers.lifecycle import end_session
 from worker.handover import Handover
 from worker.observability.http import HealthServer
-from worker.observability.logs import configure_logging
 from worker.observability.metrics import PROVIDERS, Metrics
-from worker.observability.tracing import inject_context, setup_tracing, shutdown_tracing
+from worker.observability.tracing import inject_context
 from worker.observer import Observer
 from worker.orphans import OrphanHunt
+from worker.partitions import PartitionWatch
 from worker.pool import PoolSettings, SessionPool
 from worker.provider_setup import ProviderSetup
 from worker.providers.base import Provider
-from worker.providers.credentials import ApiKeyError
 from worker.sessions.registry import Registry
 from worker.sessions.session import LIVE_STATES
 from worker.settings import WorkerSettings
@@ -83,6 +79,7 @@ class Worker:
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self._transport = transport
+        # What `start` brought up, closed in the reverse order by `shutdown`.
         self._stack = AsyncExitStack()
         self._stop_requested = asyncio.Event()
         self._draining = False
@@ -94,24 +91,28 @@ class Worker:
         self.services: Services | None = None
         self.dispatcher: Dispatcher | None = None
         self.health: HealthServer | None = None
-        self.pool: SessionPool | None = None
         self.handover: Handover
         self.orphans: OrphanHunt
-        self._publisher: Publisher
         self._tasks: list[asyncio.Task[None]] = []
-        self.owned_partitions: set[int] = set()
+        # The partitions the shutdown hands over, taken when it stops consuming.
+        self._leaving: set[int] = set()
+        self.partition_watch: PartitionWatch
 
     async def start(self) -> None:
+        """Bring the worker up. Each part registers how it ends as it starts, so `shutdown`
+        undoes exactly what started, in the reverse order: stop consuming and drain, stop the
+        background work, seal and announce the partitions, then close what they used."""
         s = self.settings
         configure_limits(max_text_chars=s.max_text_chars, max_message_bytes=s.max_message_bytes)
         self.health = HealthServer(
             self.registry, self.readiness, host=s.metrics_host, port=s.metrics_port
         )
         await self.health.start()
-        self._stack.push_async_callback(self.health.stop)
-        setup = ProviderSetup(s, self.metrics, self._stack, transport=self._transport)
-        providers = await setup.providers()
-        self._consume_conn = await self._connect("consume")
+        self._on_exit("stopping the health server", self.health.stop)
+        providers = ProviderSetup(
+            s, self.metrics, self._stack, transport=self._transport
+        ).providers()
+        consume_conn = self._consume_conn = await self._connect("consume")
         self._publish_conn = await self._connect("publish")
         # Reading the state stream has a connection of its own: right after a broker restart
         # the stream can be unavailable for a while, and a robust connection whose channel
@@ -119,52 +120,84 @@ class Worker:
         # channel closed for good.
         state_conn = await self._connect("state")
         await declare_topology(
-            self._consume_conn,
+            consume_conn,
             TopologySpec(s.partitions, s.delivery_limit, state_max_age=s.state_retention),
         )
-        publisher = self._publisher = Publisher(
+        publisher = Publisher(
             self._publish_conn,
             timeout=s.publish_timeout_s,
             on_failure=self.metrics.event_publish_failures_total.inc,
             on_confirmed=self.metrics.observe_confirm,
         )
         await publisher.start()
-        self._stack.push_async_callback(publisher.close)
-        self.services = self._services(providers, publisher)
-        stream = StateStream(publisher)
+        self._on_exit("closing the publisher", publisher.close)
+        services = self.services = self._services(providers, publisher)
         # Every live session is re-snapshotted each refresh, so two of them hold them all.
         window = timedelta(seconds=2 * s.snapshot_refresh_s + 60)
         tail = StateTail(state_conn, publisher, window=window)
-        self.orphans = self.services.orphans = OrphanHunt(
-            self.services, tail, grace_s=s.orphan_grace_s
-        )
-        self.handover = Handover(
-            self.services,
-            stream,
+        self.orphans = services.orphans = OrphanHunt(services, tail, grace_s=s.orphan_grace_s)
+        handover = self.handover = Handover(
+            services,
+            StateStream(publisher),
             tail,
             s.worker_id,
             refresh_s=s.snapshot_refresh_s,
             drain_wait_s=s.shutdown_grace_s + 5,
             prefetch=s.prefetch,
         )
-        await self.handover.start()
-        self._stack.push_async_callback(self.handover.close)
-        self.services.emitter.after_session_event = self.handover.save
+        await handover.start()
+        self._on_exit("closing the state tail", handover.close)
+        services.emitter.after_session_event = handover.save
         # A replica cut off from the broker may have lost its partitions: stop acting on them.
-        self._consume_conn.close_callbacks.add(lambda *_: self.handover.release_all())
-        self.dispatcher = Dispatcher(
-            self.services,
+        consume_conn.close_callbacks.add(lambda *_: handover.release_all())
+        dispatcher = self.dispatcher = build_dispatcher(
+            services,
+            handover=handover,
+            tail=tail,
+            publisher=publisher,
+            own_user=_broker_user(s.amqp_urls[0]),
             max_message_bytes=s.max_message_bytes,
             dedup_capacity=s.dedup_capacity,
-            before_partition=self.handover.ensure,
-            admit=self.handover.admit,
-            on_requeue=self.handover.requeued,
-            home_of=tail.home,
-            forward=publisher.forward,
-            own_user=_broker_user(s.amqp_urls[0]),
         )
-        self.pool = SessionPool(
-            self.services,
+        consumer = self._consumer = Consumer(
+            consume_conn,
+            publisher,
+            dispatcher.handle,
+            partitions=s.partitions,
+            prefetch=s.prefetch,
+            worker_id=s.worker_id,
+            on_dead_letter=lambda reason: self.metrics.dead_letters_total.labels(
+                reason=reason
+            ).inc(),
+            on_partition_lost=handover.release,
+        )
+        # The management API of the node the consumers are on: another one after a failover.
+        probe = OwnershipProbe(
+            lambda: str(consume_conn.url),
+            consumer.consumer_tags,
+            management_url=s.rabbitmq_management_url,
+        )
+        self._on_exit("closing the management API client", probe.aclose)
+        self.partition_watch = PartitionWatch(
+            probe,
+            handover,
+            consumer,
+            dispatcher,
+            publisher,
+            self.metrics,
+            partitions=s.partitions,
+            poll_s=s.ownership_poll_s,
+            # A loaded replica can take longer than the shutdown grace.
+            rebalance_grace_s=REBALANCE_GRACE_FACTOR * s.shutdown_grace_s,
+        )
+        self._on_exit("closing the consumers", consumer.close)
+        self._on_exit(
+            "announcing the partitions released",
+            lambda: handover.announce_released(self._leaving, publisher),
+        )
+        self._on_exit("sealing the partitions", self._seal)
+        pool = SessionPool(
+            services,
             PoolSettings(
                 keepalive_interval_s=s.keepalive_interval_s,
                 keepalive_concurrency=s.keepalive_concurrency,
@@ -173,16 +206,41 @@ class Worker:
                 reap_unknown_sessions=s.reap_unknown_sessions,
             ),
         )
-        self._tasks.append(asyncio.create_task(self.pool.run()))
-        self._tasks.append(asyncio.create_task(Observer(self.services).run()))
-        credits = CreditWatch(self.services, poll_s=s.credits_poll_s)
-        self._tasks.append(asyncio.create_task(credits.run()))
-        self._tasks.append(asyncio.create_task(self.handover.refresh_forever()))
-        self._track_sessions(self.services.registry)
-        await self._start_consuming(self._consume_conn, publisher, self.dispatcher)
+        credits = CreditWatch(services, poll_s=s.credits_poll_s)
+        for work in (
+            pool.run(),
+            Observer(services).run(),
+            credits.run(),
+            handover.refresh_forever(),
+        ):
+            self._tasks.append(asyncio.create_task(work))
+        self._on_exit("stopping background work", partial(self._stop_background, services))
+        if s.stop_sessions_on_shutdown:
+            self._on_exit("stopping the sessions", partial(self._stop_sessions, services))
+        self._on_exit("finishing in-flight commands", lambda: dispatcher.drain(s.shutdown_grace_s))
+        self._track_sessions(services.registry)
+        self.metrics.partitions.set(s.partitions)
+        self.metrics.max_sessions.set(s.max_sessions)
+        self.metrics.credit_alert_seconds.set(s.credit_alert_minutes * 60)
+        await consumer.start()
+        # Polled once consuming: the broker only then says which partitions are ours.
+        self._tasks.append(asyncio.create_task(self.partition_watch.run()))
+        self._on_exit(
+            "announcing the drain and cancelling the consumers",
+            partial(self._stop_consuming, consumer),
+        )
         log.info(
             "worker %s consuming %d partitions (prefetch %d)", s.worker_id, s.partitions, s.prefetch
         )
+
+    def _on_exit(self, step: str, callback: Callable[[], Awaitable[object]]) -> None:
+        """Run `callback` at shutdown, before whatever started earlier is undone."""
+
+        async def run() -> None:
+            self._step = step
+            await callback()
+
+        self._stack.push_async_callback(run)
 
     def _services(self, providers: dict[str, Provider], publisher: Publisher) -> Services:
         s = self.settings
@@ -210,35 +268,6 @@ class Worker:
             metrics=self.metrics,
         )
 
-    async def _start_consuming(
-        self, connection: FailoverConnection, publisher: Publisher, dispatcher: Dispatcher
-    ) -> None:
-        s = self.settings
-        self._consumer = Consumer(
-            connection,
-            publisher,
-            dispatcher.handle,
-            partitions=s.partitions,
-            prefetch=s.prefetch,
-            worker_id=s.worker_id,
-            on_dead_letter=lambda reason: self.metrics.dead_letters_total.labels(
-                reason=reason
-            ).inc(),
-            on_partition_lost=self.handover.release,
-        )
-        await self._consumer.start()
-        self.metrics.partitions.set(s.partitions)
-        self.metrics.max_sessions.set(s.max_sessions)
-        self.metrics.credit_alert_seconds.set(s.credit_alert_minutes * 60)
-        # The management API of the node the consumers are on: another one after a failover.
-        probe = OwnershipProbe(
-            lambda: str(connection.url),
-            self._consumer.consumer_tags,
-            management_url=s.rabbitmq_management_url,
-        )
-        self._stack.push_async_callback(probe.aclose)
-        self._tasks.append(asyncio.create_task(self._watch_broker(probe)))
-
     async def _connect(self, role: str) -> FailoverConnection:
         s = self.settings
         ssl_context = None
@@ -251,7 +280,7 @@ class Worker:
         gauge.set(1)
         connection.close_callbacks.add(lambda *_: gauge.set(0))
         connection.reconnect_callbacks.add(lambda *_: gauge.set(1))
-        self._stack.push_async_callback(connection.close)
+        self._on_exit(f"closing the {role} connection", connection.close)
         return connection
 
     def _track_sessions(self, registry: Registry) -> None:
@@ -260,63 +289,6 @@ class Worker:
             self.metrics.sessions.labels(provider, state.value).set_function(
                 partial(_count_in_state, registry, provider, state)
             )
-
-    async def _watch_broker(self, probe: OwnershipProbe) -> None:
-        """Adopt partitions the broker made ours while idle, and read the dead-letter depth.
-
-        Releasing is left to channel and connection loss: the management API's consumer
-        state lags by its statistics interval, so "not active" may just be stale.
-        """
-        while True:
-            try:
-                await self._poll_broker(probe)
-            except Exception:  # one bad poll must not end them: rebalancing depends on it
-                log.exception("ownership poll failed")
-            await asyncio.sleep(self.settings.ownership_poll_s)
-
-    async def _poll_broker(self, probe: OwnershipProbe) -> None:
-        owned = await probe.owned()
-        self.metrics.broker_api_up.set(owned is not None)
-        if owned is not None:
-            self.owned_partitions = owned
-            self.metrics.partitions_owned.set(len(owned))
-            for partition in owned:
-                await self.handover.ensure(partition)
-            await self._rebalance(probe.replicas)
-        depth = await probe.queue_depth(DEAD_LETTER_QUEUE)
-        if depth is not None:
-            self.metrics.dead_letter_queue_messages.set(depth)
-
-    async def _rebalance(self, replicas: int) -> None:
-        """Hand one partition to another replica when this one owns more than its share.
-
-        RabbitMQ 3.10 ignores consumer priorities with single-active-consumer, so the first
-        replica started would otherwise keep every partition. Our own count is exact (it is
-        what we adopted); the replica count comes from the management API.
-        """
-        if self._draining or self._consumer is None or replicas < 2:
-            return
-        fair = -(-self.settings.partitions // replicas)
-        mine = sorted(self.handover.adopted)
-        if len(mine) <= fair:
-            return
-        partition = mine[-1]
-        log.info("handing partition %d over (own %d, fair share %d)", partition, len(mine), fair)
-        began = time.monotonic()
-        await self.handover.announce_draining([partition])
-        await self._consumer.pause(partition)
-        assert self.dispatcher is not None
-        # Nothing forces a rebalance to hurry, unlike a SIGTERM: what it holds is finished
-        # rather than requeued behind newer commands, which the next owner could run first.
-        # A loaded replica can take longer than the shutdown grace.
-        grace = REBALANCE_GRACE_FACTOR * self.settings.shutdown_grace_s
-        await self.dispatcher.finish_partition(partition, grace)
-        await self.handover.seal([partition])
-        self.handover.release(partition)
-        await self.handover.announce_released([partition], self._publisher)
-        log.info("handed partition %d over in %.2f s", partition, time.monotonic() - began)
-        if not self._draining:  # a shutdown began meanwhile: its consumers are cancelled
-            await self._consumer.resume(partition)
 
     def readiness(self) -> tuple[bool, str]:
         if self._draining:
@@ -364,52 +336,39 @@ class Worker:
             shutdown.result()
 
     async def shutdown(self) -> None:
-        """Stop consuming, finish in-flight commands within the grace, requeue the rest, and
-        hand the partitions over (their sessions keep running unless configured otherwise)."""
+        """Undo what `start` did, last started first (see `start`): stop consuming, finish
+        in-flight commands within the grace, requeue the rest, and hand the partitions over
+        (their sessions keep running unless configured otherwise)."""
         if self._draining:
             return
         self._draining = True
-        owned = self.handover.taking_part() if self._consumer is not None else set()
-        if self._consumer is not None:
-            self._step = "announcing the drain and cancelling the consumers"
-            await self.handover.announce_draining(owned)
-            await self._consumer.stop_consuming()
-            # Only now: while consuming, a command sent back would come straight back here.
-            self.handover.stop_adopting()
-        if self.dispatcher is not None:
-            self._step = "finishing in-flight commands"
-            await self._drain(self.dispatcher)
-        if self.services is not None:
-            self._step = "stopping background work and sealing the partitions"
-            if self.settings.stop_sessions_on_shutdown:
-                for session in self.services.registry:
-                    with contextlib.suppress(Exception):
-                        await end_session(self.services, session, StopReason.SHUTDOWN, None)
-            for task in [*self._tasks, *self.services.background]:
-                task.cancel()
-            if self._tasks:
-                # Bounded: a task stuck in a call that ignores cancellation must not hang the exit.
-                _, stuck = await asyncio.wait(self._tasks, timeout=TASK_EXIT_S)
-                if stuck:
-                    log.warning("%d background tasks ignored cancellation", len(stuck))
-            # Nothing of ours may emit for these sessions once the next owner takes over.
-            await self.handover.seal(owned)
-            self.handover.release_all()
-        if self._consumer is not None:
-            self._step = "announcing the partitions released"
-            await self.handover.announce_released(owned, self._publisher)
-            await self._consumer.close()
-        self._step = "closing the connections"
         await self._stack.aclose()
 
-    async def _drain(self, dispatcher: Dispatcher) -> None:
-        try:
-            await asyncio.wait_for(dispatcher.wait_idle(), self.settings.shutdown_grace_s)
-        except TimeoutError:
-            cancelled = dispatcher.cancel_in_flight()
-            log.warning("drain grace over: requeueing %d unfinished commands", cancelled)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(dispatcher.wait_idle(), 5)
+    async def _stop_consuming(self, consumer: Consumer) -> None:
+        self.partition_watch.stop()
+        self._leaving = self.handover.taking_part()
+        await self.handover.announce_draining(self._leaving)
+        await consumer.stop_consuming()
+        # Only now: while consuming, a command sent back would come straight back here.
+        self.handover.stop_adopting()
+
+    async def _stop_sessions(self, services: Services) -> None:
+        for session in services.registry:
+            with contextlib.suppress(Exception):
+                await end_session(services, session, StopReason.SHUTDOWN, None)
+
+    async def _stop_background(self, services: Services) -> None:
+        for task in [*self._tasks, *services.background]:
+            task.cancel()
+        # Bounded: a task stuck in a call that ignores cancellation must not hang the exit.
+        _, stuck = await asyncio.wait(self._tasks, timeout=TASK_EXIT_S)
+        if stuck:
+            log.warning("%d background tasks ignored cancellation", len(stuck))
+
+    async def _seal(self) -> None:
+        # Nothing of ours may emit for these sessions once the next owner takes over.
+        await self.handover.seal(self._leaving)
+        self.handover.release_all()
 
 
 def _exit_now(code: ExitCode) -> NoReturn:
@@ -427,29 +386,3 @@ def _broker_user(amqp_url: str) -> str:
 
 def _count_in_state(registry: Registry, provider: str, state: SessionState) -> int:
     return registry.count_by_state()[provider, state]
-
-
-def run_worker(settings: WorkerSettings | None = None) -> None:
-    settings = settings or WorkerSettings()
-    configure_logging(settings.log_level, log_format=settings.log_format)
-    setup_tracing()
-    try:
-        asyncio.run(Worker(settings).run())
-    except TopologyError as exc:
-        log.error("cannot declare the RabbitMQ topology: %s", exc)
-        raise SystemExit(ExitCode.UNAVAILABLE) from None
-    except (ConnectionError, aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError) as exc:
-        reply = broker_reply(exc)
-        if reply is None:
-            log.error("cannot connect to RabbitMQ (AMQP_URL): %s", exc)
-        else:  # connected, then the broker refused something the worker asked for
-            log.error("RabbitMQ refused the worker's request: %s", reply)
-        raise SystemExit(ExitCode.UNAVAILABLE) from None
-    except ApiKeyError as exc:
-        log.error("%s", exc)
-        raise SystemExit(ExitCode.USAGE) from None
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
-        raise SystemExit(ExitCode.UNAVAILABLE) from None
-    finally:
-        shutdown_tracing()  # flush spans the batch exporter still holds

@@ -1,9 +1,10 @@
-"""Builds the worker's providers from its settings: keys, base URLs, instrumented transports, and
-the bundled simulator standing in (loudly) for any provider that has no key."""
+"""Builds the worker's providers from its settings: keys, base URLs, instrumented transports.
+
+A provider without a key is an error here: `heygen-worker run` points such a provider at the
+bundled simulator (worker/cli/bundled.py) before the worker starts."""
 
 from __future__ import annotations
 
-import logging
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
@@ -11,13 +12,11 @@ from pathlib import Path
 import httpx
 from pydantic import SecretStr
 
-from simulator.liveavatar import LiveAvatarSettings
-from simulator.server import RunningSimulator, running_simulator
 from worker.observability.logs import register_secret
 from worker.observability.metrics import Metrics
 from worker.observability.transport import InstrumentedTransport
 from worker.providers.base import Provider
-from worker.providers.credentials import FILE_VAR, KEY_VAR, load_api_key
+from worker.providers.credentials import FILE_VAR, KEY_VAR, ApiKeyError, load_api_key
 from worker.providers.heygen.client import HeyGenClient
 from worker.providers.heygen.provider import HeyGenProvider
 from worker.providers.liveavatar.client import LiveAvatarClient
@@ -26,15 +25,12 @@ from worker.providers.retry import RetryPolicy
 from worker.providers.transport import default_transport
 from worker.settings import WorkerSettings
 
-log = logging.getLogger(__name__)
-
 LIVEAVATAR_KEY_VAR = "LIVEAVATAR_API_KEY"
 LIVEAVATAR_FILE_VAR = "LIVEAVATAR_API_KEY_FILE"
-SIMULATED_LIVEAVATAR_KEY = "simulated-liveavatar-key"
 
 
 class ProviderSetup:
-    """`await setup.providers()` once; everything it opens closes with `stack`."""
+    """`setup.providers()` once; everything it opens closes with `stack`."""
 
     def __init__(
         self,
@@ -48,23 +44,17 @@ class ProviderSetup:
         self._metrics = metrics
         self._stack = stack
         self._transport = transport  # tests' seam for HeyGen's traffic
-        self._simulator: RunningSimulator | None = None
-        self._simulated_liveavatar = LiveAvatarSettings()
 
-    async def providers(self) -> dict[str, Provider]:
-        return {"heygen": await self._heygen(), "liveavatar": await self._liveavatar()}
+    def providers(self) -> dict[str, Provider]:
+        return {"heygen": self._heygen(), "liveavatar": self._liveavatar()}
 
-    async def _heygen(self) -> HeyGenProvider:
+    def _heygen(self) -> HeyGenProvider:
         s = self._settings
-        api_key = _key(s.heygen_api_key, s.heygen_api_key_file, KEY_VAR, FILE_VAR)
-        base_url = s.heygen_base_url
-        if api_key is None:
-            simulator = await self._bundled("HeyGen", "HEYGEN_API_KEY (or HEYGEN_API_KEY_FILE)")
-            api_key, base_url = SecretStr(simulator.api_key), simulator.base_url
+        api_key = _required(heygen_key(s), KEY_VAR, FILE_VAR)
         register_secret(api_key.get_secret_value())  # the log formatter redacts it anywhere
         client = HeyGenClient(
             api_key,
-            base_url,
+            s.heygen_base_url,
             transport=self._instrumented(self._transport, "heygen"),
             timeout=s.heygen_timeout_s,
             max_concurrency=s.http_concurrency,
@@ -74,23 +64,13 @@ class ProviderSetup:
         self._stack.push_async_callback(provider.aclose)
         return provider
 
-    async def _liveavatar(self) -> LiveAvatarProvider:
+    def _liveavatar(self) -> LiveAvatarProvider:
         s = self._settings
-        api_key = _key(
-            s.liveavatar_api_key, s.liveavatar_api_key_file, LIVEAVATAR_KEY_VAR, LIVEAVATAR_FILE_VAR
-        )
-        base_url = s.liveavatar_base_url
-        if api_key is None:
-            simulator = await self._bundled(
-                "LiveAvatar", "LIVEAVATAR_API_KEY (or LIVEAVATAR_API_KEY_FILE)"
-            )
-            keys = self._simulated_liveavatar.api_keys
-            api_key = keys[0] if keys else SecretStr(SIMULATED_LIVEAVATAR_KEY)
-            base_url = simulator.base_url
+        api_key = _required(liveavatar_key(s), LIVEAVATAR_KEY_VAR, LIVEAVATAR_FILE_VAR)
         register_secret(api_key.get_secret_value())
         client = LiveAvatarClient(
             api_key,
-            base_url,
+            s.liveavatar_base_url,
             transport=self._instrumented(None, "liveavatar"),
             timeout=s.liveavatar_timeout_s,
             max_concurrency=s.http_concurrency,
@@ -106,30 +86,30 @@ class ProviderSetup:
         inner = inner or default_transport(self._settings.http_concurrency)
         return InstrumentedTransport(inner, self._metrics, provider=provider)
 
-    async def _bundled(self, product: str, variables: str) -> RunningSimulator:
-        """The bundled simulator (HeyGen's and LiveAvatar's APIs), started once."""
-        if self._simulator is None:
-            self._simulator = await self._stack.enter_async_context(
-                running_simulator(
-                    port=self._settings.simulator_port, liveavatar=self._simulated_liveavatar
-                )
-            )
-        log.warning(
-            "NO %s KEY SET: %s sessions are SIMULATED by the bundled simulator at %s. Set %s to "
-            "talk to %s.",
-            product.upper(),
-            product,
-            self._simulator.base_url,
-            variables,
-            product,
-        )
-        return self._simulator
-
     def _count_retry(
         self, provider: str, endpoint: str, error: Exception, attempt: int, delay: float
     ) -> None:
         kind = getattr(error, "kind", "other")
         self._metrics.heygen_retries_total.labels(provider, endpoint, kind).inc()
+
+
+def heygen_key(s: WorkerSettings) -> SecretStr | None:
+    return _key(s.heygen_api_key, s.heygen_api_key_file, KEY_VAR, FILE_VAR)
+
+
+def liveavatar_key(s: WorkerSettings) -> SecretStr | None:
+    return _key(
+        s.liveavatar_api_key, s.liveavatar_api_key_file, LIVEAVATAR_KEY_VAR, LIVEAVATAR_FILE_VAR
+    )
+
+
+def _required(key: SecretStr | None, key_var: str, file_var: str) -> SecretStr:
+    if key is None:
+        raise ApiKeyError(
+            f"neither {key_var} nor {file_var} is set (`heygen-worker run` starts the bundled "
+            "simulator for a provider without a key)"
+        )
+    return key
 
 
 def _key(

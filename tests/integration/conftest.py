@@ -444,7 +444,7 @@ def worker_argv() -> list[str]:
         has_cli = False
     if has_cli and script.exists():
         return [str(script), "run"]
-    return [sys.executable, "-c", "from worker.app import run_worker; run_worker()"]
+    return [sys.executable, "-c", "from worker.cli.serve import run_worker; run_worker()"]
 
 
 @dataclass

@@ -191,10 +191,10 @@ async def test_leaked_session_is_stopped_by_reconciliation(
 async def test_partitions_owned_comes_from_the_management_api(worker: Worker) -> None:
     # The management API lists a new consumer after up to collect_statistics_interval (5 s).
     for _ in range(150):
-        if worker.owned_partitions == {0, 1}:
+        if worker.partition_watch.owned == {0, 1}:
             break
         await asyncio.sleep(0.1)
-    assert worker.owned_partitions == {0, 1}
+    assert worker.partition_watch.owned == {0, 1}
     assert worker.metrics.partitions_owned._value.get() == 2
 
 
@@ -207,9 +207,9 @@ async def test_a_create_whose_answer_was_lost_is_answered_again_not_rebilled(
     dispatcher = worker.dispatcher
     assert dispatcher is not None
     # session.ready can reach the tap before the worker has let go of the command.
-    await wait_until(lambda: create_once.command_id in dispatcher._finished)
+    await wait_until(lambda: create_once.command_id in dispatcher.ledger.finished)
     # As after a publish that was never confirmed: nothing remembers answering it.
-    dispatcher._finished = type(dispatcher._finished)(10)
+    dispatcher.ledger.finished = type(dispatcher.ledger.finished)(10)
     session = worker.services.registry.get("again")
     assert session is not None
     session.recent_commands.clear()

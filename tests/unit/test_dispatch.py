@@ -1,4 +1,5 @@
-"""The dispatcher's account of what it is handling, which a handover and a drain wait on."""
+"""The dispatcher's account of what it is handling (which a handover and a drain wait on), the
+chain of steps, and dedupe."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from contracts.codec import AmqpEnvelope
-from worker.bus.delivery import ACK, HANDOVER_HEADER, Delivery
-from worker.dispatch import Dispatcher
+from contracts.commands import SessionKeepalive
+from worker.bus.delivery import ACK, HANDOVER_HEADER, REQUEUE, Delivery, Disposition
+from worker.dispatch import Dispatcher, chain
 from worker.events import EventEmitter
 from worker.handlers.context import Policy, Services
+from worker.ledger import Ledger
 from worker.observability.metrics import Metrics
 from worker.providers.heygen.client import HeyGenClient
 from worker.providers.heygen.provider import HeyGenProvider
 from worker.sessions.registry import Registry
+from worker.steps import Dedupe, Job, Next, Step
 
 
 class NoPublisher:
@@ -61,13 +65,11 @@ async def test_a_delivery_counts_from_its_arrival_not_from_its_command_starting(
     # a handover that went ahead without it would have it requeued behind newer commands.
     gate = asyncio.Event()
 
-    async def before_partition(partition: int) -> bool:
+    async def takeover(job: Job, call_next: Next) -> Disposition:
         await gate.wait()
-        return True
+        return await call_next(job)
 
-    dispatcher = Dispatcher(
-        services(), max_message_bytes=1000, dedup_capacity=10, before_partition=before_partition
-    )
+    dispatcher = Dispatcher(chain([takeover], acknowledge), Ledger(10))
     handled = asyncio.create_task(dispatcher.handle(wake_up(3)))
     await asyncio.sleep(0)
     partition_idle = asyncio.create_task(dispatcher.wait_partition_idle(3))
@@ -83,3 +85,49 @@ async def test_a_delivery_counts_from_its_arrival_not_from_its_command_starting(
     async with asyncio.timeout(1):
         await partition_idle
         await all_idle
+
+
+async def acknowledge(job: Job) -> Disposition:
+    return ACK
+
+
+async def test_the_chain_runs_its_steps_in_order_and_each_may_answer() -> None:
+    seen: list[str] = []
+
+    def step(name: str, answer: Disposition | None = None) -> Step:
+        async def run(job: Job, call_next: Next) -> Disposition:
+            seen.append(name)
+            return answer if answer is not None else await call_next(job)
+
+        return run
+
+    handle = chain([step("a"), step("b", REQUEUE), step("c")], acknowledge)
+    assert await handle(Job(wake_up(0))) is REQUEUE
+    assert seen == ["a", "b"]
+
+
+async def test_a_command_finished_here_is_not_run_again() -> None:
+    ledger = Ledger(10)
+    dedupe = Dedupe(services(), ledger)
+    runs: list[str] = []
+
+    async def run(job: Job) -> Disposition:
+        runs.append(job.command.command_id)
+        return ACK
+
+    command = SessionKeepalive(session_id="s")
+    for _ in range(2):
+        assert await dedupe(Job(wake_up(0), decoded=command), run) is ACK
+    assert runs == [command.command_id]
+    assert command.command_id in ledger.finished
+
+
+async def test_a_requeued_command_is_not_remembered_as_finished() -> None:
+    ledger = Ledger(10)
+
+    async def requeue(job: Job) -> Disposition:
+        return REQUEUE
+
+    command = SessionKeepalive(session_id="s")
+    assert await Dedupe(services(), ledger)(Job(wake_up(0), decoded=command), requeue) is REQUEUE
+    assert command.command_id not in ledger.finished

@@ -1,17 +1,10 @@
-"""Exit codes of `heygen-worker` and the one-line error it prints instead of a traceback."""
+"""The one-line error `heygen-worker` prints instead of a traceback, and its exit codes."""
 
 from __future__ import annotations
 
-from enum import IntEnum
+from worker.exit_codes import ExitCode
 
-
-class ExitCode(IntEnum):
-    OK = 0
-    FAILED = 1  # the worker rejected or failed the command (or a demo step)
-    USAGE = 2  # bad arguments or configuration; argparse uses 2 as well
-    UNAVAILABLE = 3  # broker unreachable, login refused, topology not declared
-    TIMEOUT = 4  # the answer did not come within --wait
-    INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+__all__ = ["CliError", "ExitCode"]
 
 
 class CliError(Exception):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 
 from pydantic import SecretStr, ValidationError
 
 from worker.cli.errors import CliError, ExitCode
 from worker.providers.credentials import ApiKeyError
 from worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,7 +38,6 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
-    from worker.app import run_worker  # the whole worker: imported only by `run`
     from worker.loop import use_uvloop
 
     use_uvloop()
@@ -48,15 +51,53 @@ def run_worker_command(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise CliError(f"invalid configuration: {problems}", ExitCode.USAGE) from None
-    try:
-        run_worker(settings)
-    except ApiKeyError as exc:  # the message names the variable, never the key
-        raise CliError(f"invalid configuration: {exc}", ExitCode.USAGE) from None
-    except OSError as exc:
-        # run_worker reports broker and topology failures itself; this is the rest,
-        # e.g. METRICS_PORT or SIMULATOR_PORT already in use.
-        raise CliError(f"cannot start the worker: {exc}") from None
+    run_worker(settings)
     return ExitCode.OK
+
+
+def run_worker(settings: WorkerSettings | None = None) -> None:
+    """The worker process: logs and traces set up, the bundled simulator beside the worker for a
+    provider without a key, and a failure to start told in one line with its exit code."""
+    # The whole worker (and the simulator): imported only by `run`.
+    import aio_pika
+    import aiormq
+
+    from worker.bus.connection import broker_reply
+    from worker.bus.topology import TopologyError
+    from worker.observability.logs import configure_logging
+    from worker.observability.tracing import setup_tracing, shutdown_tracing
+
+    settings = settings or WorkerSettings()
+    configure_logging(settings.log_level, log_format=settings.log_format)
+    setup_tracing()
+    try:
+        asyncio.run(_serve(settings))
+    except TopologyError as exc:
+        log.error("cannot declare the RabbitMQ topology: %s", exc)
+        raise SystemExit(ExitCode.UNAVAILABLE) from None
+    except (ConnectionError, aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError) as exc:
+        reply = broker_reply(exc)
+        if reply is None:
+            log.error("cannot connect to RabbitMQ (AMQP_URL): %s", exc)
+        else:  # connected, then the broker refused something the worker asked for
+            log.error("RabbitMQ refused the worker's request: %s", reply)
+        raise SystemExit(ExitCode.UNAVAILABLE) from None
+    except ApiKeyError as exc:
+        log.error("%s", exc)
+        raise SystemExit(ExitCode.USAGE) from None
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        raise SystemExit(ExitCode.UNAVAILABLE) from None
+    finally:
+        shutdown_tracing()  # flush spans the batch exporter still holds
+
+
+async def _serve(settings: WorkerSettings) -> None:
+    from worker.app import Worker
+    from worker.cli.bundled import beside_simulator
+
+    async with beside_simulator(settings) as settings_to_run:
+        await Worker(settings_to_run).run()
 
 
 def run_simulator_command(args: argparse.Namespace) -> int:
