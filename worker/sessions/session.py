@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from contracts.commands import SessionCreate, SessionSpeak
+from contracts.commands import SessionCreate, SessionSpeak, SessionSpeakAudio
 from contracts.common import SessionState
 
 # Which state may follow which; anything else is a bug worth failing loudly on.
@@ -59,13 +59,16 @@ class SpeechWait:
     interrupt dropped it.
     """
 
-    cause: SessionSpeak
+    # The speak, or the first part of an audio utterance (whose observed start the observer
+    # announces: its parts do not wait for it).
+    cause: SessionSpeak | SessionSpeakAudio
     task_id: str = ""
     started: asyncio.Event = field(default_factory=asyncio.Event)
     announced: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     # Why it will never be observed: "cut" (interrupt, stop) or "lost" (the session dropped).
     dropped: str | None = None
+    audio: bool = False  # an audio utterance (keyed by its utterance id)
 
     def drop(self, why: str) -> None:
         self.dropped = self.dropped or why
@@ -124,8 +127,14 @@ class Session:
     speaks_done: asyncio.Event = field(default_factory=asyncio.Event)
     speaking_until: float = 0.0
     speech_timers: list[asyncio.TimerHandle] = field(default_factory=list)
-    # Speaks whose observed end is awaited, by command id (providers that observe speech).
+    # Speaks whose observed end is awaited, by command id (utterance id for audio).
     speech_waits: dict[str, SpeechWait] = field(default_factory=dict)
+    # LITE: the audio utterance whose parts are being sent (snapshotted), the provider session
+    # this replica sends it on (None: not this replica; "": cut and closed at the avatar), and
+    # the one an interrupt cut (its remaining parts are refused).
+    utterance_id: str | None = None
+    utterance_link: str | None = None
+    interrupted_utterance: str | None = None
     # Serialises (assign seq, publish) so consumers see seq in publish order.
     emit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 

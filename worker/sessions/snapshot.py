@@ -44,6 +44,8 @@ class SessionSnapshot(BaseModel):
     characters: int
     recent_commands: list[str]
     pending_command: str | None = None
+    # LITE: an utterance open when this was written is cut for the next owner (at most once).
+    utterance_id: str | None = None
     outbox: str | None = None
     writer: str
     written_at: datetime
@@ -80,6 +82,7 @@ class SessionSnapshot(BaseModel):
             characters=session.characters,
             recent_commands=list(session.recent_commands),
             pending_command=session.pending_command,
+            utterance_id=session.utterance_id,
             outbox=session.outbox.decode() if session.outbox else None,
             writer=writer,
             written_at=now_wall,
@@ -119,5 +122,6 @@ class SessionSnapshot(BaseModel):
         session.billed_reported = session.billed_before
         session.recent_commands.extend(self.recent_commands)
         session.pending_command = self.pending_command
+        session.utterance_id = self.utterance_id
         session.outbox = self.outbox.encode() if self.outbox else None
         return session

@@ -414,7 +414,6 @@ class LiveAvatarProvider(Provider):
         async with attached.lock:
             if attached.link is not dropped:
                 return attached.link
-            await dropped.close()
             try:
                 link = await self._open(attached, JOIN_TIMEOUT_S)
             except (RoomLinkError, ProviderTimeoutError) as error:
@@ -422,7 +421,8 @@ class LiveAvatarProvider(Provider):
                     "cannot reopen the ws_url of LiveAvatar session %s: %s", session_id, error
                 )
                 return None
-            attached.link = link
+            attached.link = link  # before the old one closes: its reader follows to this one
+            await dropped.close()
             log.info("reopened the ws_url of LiveAvatar session %s", session_id)
             return link
 
@@ -434,7 +434,6 @@ class LiveAvatarProvider(Provider):
         while link is not None:
             try:
                 await self._relay(session_id, attached, link)
-                return
             except RoomLinkError as error:
                 if attached.ended or attached.stopping:
                     break
@@ -445,6 +444,11 @@ class LiveAvatarProvider(Provider):
                 attached.ended = reason is not None
                 lost = LinkLost(session_id, str(error))
                 self._observed.put_nowait(RemoteStopped(session_id, reason) if reason else lost)
+            else:
+                # Closed here: by our stop, or replaced by a sender that reopened it first.
+                if attached.stopping or attached.link is link:
+                    return
+                link = attached.link
         if attached.ended and self._attached.get(session_id) is attached:
             del self._attached[session_id]
             if attached.link is not None:
