@@ -25,6 +25,7 @@ class LiteStats(BaseModel):
     dropped_early: int
     protocol_errors: int
     max_ahead_s: float
+    first_chunk_at: dict[str, float] = {}  # wall clock, by utterance event_id
 
 
 class LiveAvatarSessionStats(BaseModel):

@@ -20,6 +20,7 @@ import binascii
 import contextlib
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ class LiteStats:
     protocol_errors: int = 0
     # The most audio the avatar held unplayed when a chunk arrived, in seconds.
     max_ahead_s: float = 0.0
+    # When (wall clock) each utterance's first chunk arrived, by its event_id (for benchmarks).
+    first_chunk_at: dict[str, float] = field(default_factory=dict)
 
 
 class LiteAvatar:
@@ -183,6 +186,7 @@ class LiteAvatar:
         if utterance is None:
             utterance = self._utterance = _Utterance(event_id)
             stats.utterances += 1
+            stats.first_chunk_at.setdefault(event_id, time.time())
             start = max(now + self._settings().speak_start_delay_s, self._play_until)
             self._play_until = start
             self._at(start, lambda: self._started(utterance))
