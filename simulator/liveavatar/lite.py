@@ -28,6 +28,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from simulator.liveavatar.room import abort
 from simulator.liveavatar.settings import LiveAvatarSettings
 
 BYTES_PER_SECOND = 24_000 * 2  # PCM s16le mono at 24 kHz
@@ -104,8 +105,7 @@ class LiteAvatar:
                     self._receive(socket, frame.data)
             connect.cancel()
         finally:
-            self._sockets.pop(socket, None)
-            self._connected.discard(socket)
+            self._leave(socket)
 
     def stall(self, seconds: float) -> None:
         """Read nothing for `seconds`: messages wait, keep-alives do not count meanwhile."""
@@ -113,14 +113,11 @@ class LiteAvatar:
 
     def drop_sockets(self) -> int:
         """Cut every socket without a close frame, as a network failure would."""
-        dropped = 0
-        for socket, transport in list(self._sockets.items()):
-            if transport is not None:
-                transport.abort()
-                dropped += 1
-            self._sockets.pop(socket, None)
-            self._connected.discard(socket)
-        return dropped
+        return abort(self._sockets, self._leave)
+
+    def _leave(self, socket: web.WebSocketResponse) -> None:
+        self._sockets.pop(socket, None)
+        self._connected.discard(socket)
 
     async def end(self) -> None:
         """The session ended: the sockets hear closing, closed, and are closed."""
