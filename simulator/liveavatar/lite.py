@@ -124,7 +124,8 @@ class LiteAvatar:
         self._ended = True
         self._cancel_timers()
         for state in ("closing", "closed"):
-            self._broadcast({"type": "session.state_updated", "state": state})
+            for socket in list(self._connected):
+                await self._send_to(socket, {"type": "session.state_updated", "state": state})
         for socket in list(self._sockets):
             await socket.close()
 
