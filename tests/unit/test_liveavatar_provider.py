@@ -389,3 +389,7 @@ async def test_joining_the_room_of_an_ended_session_says_it_is_closed(
     with pytest.raises(SessionClosedError) as raised:
         await provider.speak(sid, "anyone there?", command_id="late")
     assert raised.value.closed
+
+
+def test_lite_burns_half_the_credits_of_full(provider: LiveAvatarProvider) -> None:
+    assert (provider.credit_rate("FULL"), provider.credit_rate("LITE")) == (2.0, 1.0)

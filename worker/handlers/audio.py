@@ -13,7 +13,7 @@ import math
 import time
 
 from contracts.commands import SessionSpeakAudio, decode_audio
-from contracts.common import LiveAvatarMode, RejectCode, SessionState, TaskMode, TaskType
+from contracts.common import RejectCode, SessionState, TaskMode, TaskType
 from contracts.events import CommandCompleted, SpeechStarted
 from worker.handlers.context import CommandContext, Rejected, Services
 from worker.handlers.reconnect import reconnect
@@ -30,7 +30,7 @@ class UtteranceCut(ProviderError):
 
 async def speak_audio(cmd: SessionSpeakAudio, ctx: CommandContext) -> None:
     session = ctx.session(cmd.session_id)
-    if session.profile.mode is not LiveAvatarMode.LITE:
+    if session.mode != "LITE":
         raise Rejected(
             RejectCode.VALIDATION,
             f"session {cmd.session_id} is not a liveavatar LITE session: it speaks text "

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 
 from contracts.commands import SessionInterrupt, SessionSpeak
-from contracts.common import LiveAvatarMode, RejectCode, SessionState, SpeechFinishSource, TaskMode
+from contracts.common import RejectCode, SessionState, SpeechFinishSource, TaskMode
 from contracts.events import SpeechFinished, SpeechInterrupted, SpeechStarted
 from worker.handlers.context import CommandContext, Rejected, Services
 from worker.handlers.reconnect import reconnect
@@ -49,7 +49,7 @@ async def speak(cmd: SessionSpeak, ctx: CommandContext) -> None:
 async def _speak(cmd: SessionSpeak, ctx: CommandContext, session: Session) -> None:
     if session.state not in SPEAKABLE:
         raise Rejected(RejectCode.WRONG_STATE, f"session {cmd.session_id} is {session.state}")
-    if session.profile.mode is LiveAvatarMode.LITE:
+    if session.mode == "LITE":
         raise Rejected(
             RejectCode.VALIDATION,
             f"session {cmd.session_id} is a liveavatar LITE session: it speaks your own audio "

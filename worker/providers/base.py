@@ -468,6 +468,10 @@ class Provider(ABC):
         """Trickle a browser ICE candidate (heygen v1 only)."""
         raise UnsupportedError(f"{self.name} takes no ICE candidates", endpoint="ice")
 
+    def credit_rate(self, mode: Literal["FULL", "LITE"] = "FULL") -> float | None:
+        """Credits a minute one live session in `mode` burns (`SessionProfile.mode`)."""
+        return self.credits_per_minute
+
     async def credits_left(self, *, deadline: float | None = None) -> float | None:
         """The account's credit balance; None when the provider has no such figure."""
         return None

@@ -8,12 +8,12 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
 from contracts.commands import SessionCreate, SessionSpeak, SessionSpeakAudio
-from contracts.common import SessionState
+from contracts.common import LiveAvatarMode, SessionState
 
 # Which state may follow which; anything else is a bug worth failing loudly on.
 _TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
@@ -137,6 +137,11 @@ class Session:
     interrupted_utterance: str | None = None
     # Serialises (assign seq, publish) so consumers see seq in publish order.
     emit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def mode(self) -> Literal["FULL", "LITE"]:
+        """LiveAvatar's mode (FULL for every other provider's session)."""
+        return "LITE" if self.profile.mode is LiveAvatarMode.LITE else "FULL"
 
     @property
     def live(self) -> bool:

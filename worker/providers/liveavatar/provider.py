@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 JOIN_TIMEOUT_S = 15.0
 # Stopping a session whose start failed gets its own time: the caller's deadline may be spent.
 CLEANUP_TIMEOUT_S = 10.0
+
+LITE_CREDITS_PER_MINUTE = 1.0
 
 END_REASONS: Mapping[StopCause, EndReason] = {
     "requested": "USER_CLOSED",
@@ -130,7 +132,7 @@ def _remaining(deadline: float | None, cap: float) -> float:
 class LiveAvatarProvider(Provider):
     name = "liveavatar"
     observes_speech = True
-    credits_per_minute = 2.0  # FULL mode
+    credits_per_minute = 2.0  # FULL mode; LITE burns half (credit_rate)
     idle_close_s = 300.0
 
     def __init__(
@@ -144,6 +146,9 @@ class LiveAvatarProvider(Provider):
         self._lite = lite or LiteOptions()
         self._attached: dict[str, _Attached] = {}
         self._observed: asyncio.Queue[Observed | _Closed] = asyncio.Queue()
+
+    def credit_rate(self, mode: Literal["FULL", "LITE"] = "FULL") -> float | None:
+        return LITE_CREDITS_PER_MINUTE if mode == "LITE" else self.credits_per_minute
 
     # --- REST --------------------------------------------------------------------------------
 
