@@ -131,7 +131,7 @@ class Session:
     speech_waits: dict[str, SpeechWait] = field(default_factory=dict)
     # LITE: the audio utterance whose parts are being sent (snapshotted), the provider session
     # this replica sends it on (None: not this replica; "": cut and closed at the avatar), and
-    # the one an interrupt cut (its remaining parts are refused).
+    # the one an interrupt cut (snapshotted: its remaining parts are refused).
     utterance_id: str | None = None
     utterance_link: str | None = None
     interrupted_utterance: str | None = None
