@@ -48,12 +48,32 @@ def lite_create(session_id: str) -> SessionCreate:
     )
 
 
+@dataclass(frozen=True)
+class Load:
+    rate: float = 20.0  # utterances a second
+    seconds: float = 30.0
+    sessions: int = 20
+    part_s: float = 1.0  # audio per utterance
+
+    def params(self, deadline_s: float = 300.0) -> Params:
+        return Params(
+            sessions=self.sessions,
+            interval_s=60.0,
+            intervals=1,
+            create_concurrency=self.sessions,
+            deadline_s=deadline_s,
+            source=REPO,
+            simulator_env={
+                "SIMULATOR_LIVEAVATAR_API_KEYS": API_KEY,
+                "SIMULATOR_LIVEAVATAR_CREDITS": "1000000000",
+            },
+            worker_env={"WORKER_DEFAULT_PROVIDER": "liveavatar"},
+        )
+
+
 @dataclass
 class Result:
-    rate: float
-    seconds: float
-    sessions: int
-    part_s: float
+    load: Load
     revision: str
     started: str
     machine: dict[str, str]
@@ -86,12 +106,13 @@ class Result:
         return "\n".join(f"{name:<{width}}  {value}" for name, value in self.rows())
 
     def markdown(self) -> str:
+        load = self.load
         lines = [
             f"## lite_latency at {self.revision} ({self.started})",
             "",
-            f"LiveAvatar LITE: {self.rate:g} utterances a second for {self.seconds:g} s over "
-            f"{self.sessions} sessions, each utterance one final `session.speak_audio` part of "
-            f"{self.part_s:g} s (random PCM); one worker process, the simulator and RabbitMQ as "
+            f"LiveAvatar LITE: {load.rate:g} utterances a second for {load.seconds:g} s over "
+            f"{load.sessions} sessions, each utterance one final `session.speak_audio` part of "
+            f"{load.part_s:g} s (random PCM); one worker process, the simulator and RabbitMQ as "
             f"separate processes; machine: {self.machine}. Latency is from the publish to the "
             "utterance's first `agent.speak` at the simulated avatar (broker hop included).",
             "",
@@ -121,18 +142,16 @@ async def speak_at_rate(
     return published
 
 
-async def run(args: argparse.Namespace, params: Params) -> Result:
-    log_dir = Path(tempfile.mkdtemp(prefix="bench-lite-"))
-    result = Result(
-        args.rate, args.seconds, args.sessions, args.part_s, revision(REPO), now_utc(), machine()
-    )
+async def run(load: Load, params: Params, log_dir: Path | None = None) -> Result:
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-lite-"))
+    result = Result(load, revision(REPO), now_utc(), machine())
     async with asyncio.timeout(params.deadline_s), running_rig(params, log_dir) as rig:
-        rig.enter(f"opening {args.sessions} LITE sessions")
+        rig.enter(f"opening {load.sessions} LITE sessions")
         await create_all(rig, make=lite_create)
-        ids = [s for s in session_ids(0, args.sessions) if s in rig.fleet.ready]
-        rig.enter(f"{len(ids)} ready; speaking {args.rate:g} utterances a second")
+        ids = [s for s in session_ids(0, load.sessions) if s in rig.fleet.ready]
+        rig.enter(f"{len(ids)} ready; speaking {load.rate:g} utterances a second")
         start = rig.sampler.mark()
-        published = await speak_at_rate(rig, ids, args.rate, args.seconds, args.part_s)
+        published = await speak_at_rate(rig, ids, load.rate, load.seconds, load.part_s)
         result.published = len(published)
         async with LiveAvatarAdmin(rig.simulator_url, timeout=60) as admin:
             arrived: dict[str, float] = {}
@@ -166,20 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline", type=float, default=300.0)
     parser.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
     args = parser.parse_args(argv)
-    params = Params(
-        sessions=args.sessions,
-        interval_s=60.0,
-        intervals=1,
-        create_concurrency=args.sessions,
-        deadline_s=args.deadline,
-        source=REPO,
-        simulator_env={
-            "SIMULATOR_LIVEAVATAR_API_KEYS": API_KEY,
-            "SIMULATOR_LIVEAVATAR_CREDITS": "1000000000",
-        },
-        worker_env={"WORKER_DEFAULT_PROVIDER": "liveavatar"},
-    )
-    result = asyncio.run(run(args, params))
+    load = Load(args.rate, args.seconds, args.sessions, args.part_s)
+    result = asyncio.run(run(load, load.params(args.deadline)))
     print(result.table())
     if not args.no_record:
         record_section("lite_latency", result.markdown())
