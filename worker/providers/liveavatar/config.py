@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from worker.providers.base import InvalidRequestError, SessionProfile
 from worker.providers.liveavatar.models import (
     AvatarPersona,
@@ -33,25 +35,29 @@ def session_config(profile: SessionProfile) -> SessionConfig:
     video = None
     if profile.quality is not None or profile.video_encoding is not None:
         video = VideoSettings(quality=profile.quality, encoding=profile.video_encoding)
-    if profile.mode == "LITE":
-        return _lite(profile, video)
-    if profile.livekit_room is not None:
-        raise InvalidRequestError("livekit_config is LITE's", endpoint="sessions.token")
     return SessionConfig(
-        mode="FULL",
         avatar_id=profile.avatar_id,
         is_sandbox=profile.is_sandbox,
         video_settings=video,
         max_session_duration=profile.max_duration_s,
-        # FULL requires a persona even when every field of it is left to LiveAvatar.
-        avatar_persona=AvatarPersona(
-            voice_id=profile.voice_id, context_id=profile.context_id, language=profile.language
-        ),
-        interactivity_type=profile.interactivity_type,
+        **(_lite(profile) if profile.mode == "LITE" else _full(profile)),
     )
 
 
-def _lite(profile: SessionProfile, video: VideoSettings | None) -> SessionConfig:
+def _full(profile: SessionProfile) -> dict[str, Any]:
+    if profile.livekit_room is not None:
+        raise InvalidRequestError("livekit_config is LITE's", endpoint="sessions.token")
+    return {
+        "mode": "FULL",
+        # FULL requires a persona even when every field of it is left to LiveAvatar.
+        "avatar_persona": AvatarPersona(
+            voice_id=profile.voice_id, context_id=profile.context_id, language=profile.language
+        ),
+        "interactivity_type": profile.interactivity_type,
+    }
+
+
+def _lite(profile: SessionProfile) -> dict[str, Any]:
     """LITE brings its own voice: no persona; optionally the producer's own LiveKit room."""
     full_only = {
         "voice": profile.voice_id,
@@ -65,17 +71,11 @@ def _lite(profile: SessionProfile, video: VideoSettings | None) -> SessionConfig
             f"liveavatar LITE cannot honour {', '.join(refused)}", endpoint="sessions.token"
         )
     room = profile.livekit_room
-    return SessionConfig(
-        mode="LITE",
-        avatar_id=profile.avatar_id,
-        is_sandbox=profile.is_sandbox,
-        video_settings=video,
-        max_session_duration=profile.max_duration_s,
-        livekit_config=None
-        if room is None
-        else LiveKitConfig(
-            livekit_url=room.url,
-            livekit_room=room.room,
-            livekit_client_token=room.client_token.get_secret_value(),
-        ),
+    if room is None:
+        return {"mode": "LITE"}
+    config = LiveKitConfig(
+        livekit_url=room.url,
+        livekit_room=room.room,
+        livekit_client_token=room.client_token.get_secret_value(),
     )
+    return {"mode": "LITE", "livekit_config": config}
