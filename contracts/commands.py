@@ -6,7 +6,14 @@ import base64
 import binascii
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from contracts.common import (
@@ -253,6 +260,10 @@ class SessionSpeak(SessionCommand):
 AUDIO_SAMPLE_RATE = 24_000
 AUDIO_BYTES_PER_SECOND = AUDIO_SAMPLE_RATE * 2  # signed 16-bit mono
 MAX_AUDIO_BYTES = AUDIO_BYTES_PER_SECOND  # one second a message: 64,000 base64 characters
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+Base64Audio = Annotated[
+    str, StringConstraints(max_length=4 * MAX_AUDIO_BYTES // 3, pattern=BASE64_PATTERN)
+]
 
 
 def decode_audio(audio: str) -> bytes:
@@ -271,17 +282,19 @@ class SessionSpeakAudio(SessionCommand):
     utterance_id: MessageId = Field(
         description="Shared by the parts of one utterance; speech events carry it as task_id."
     )
-    audio: str = Field(
+    audio: Base64Audio = Field(
         default="",
-        max_length=4 * MAX_AUDIO_BYTES // 3,
         description="base64 PCM s16le mono 24 kHz, at most 48,000 bytes (1 s) decoded; may be "
         "empty on the final part. Never logged.",
     )
     final: bool = Field(default=False, description="True on the utterance's last part.")
 
-    @field_validator("audio")
+    @field_validator("audio", mode="before")
     @classmethod
-    def _pcm(cls, audio: str) -> str:
+    def _pcm(cls, audio: object) -> object:
+        # Before the pattern and length checks, so the reason says what is wrong with it.
+        if not isinstance(audio, str):
+            return audio
         try:
             pcm = decode_audio(audio)
         except (binascii.Error, ValueError):

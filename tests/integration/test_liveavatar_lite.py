@@ -180,7 +180,7 @@ async def test_text_on_lite_and_audio_on_full_are_refused_with_a_reason(
     [
         ("@@not-base64@@", "not valid base64"),
         (base64.b64encode(b"\x01\x02\x03").decode(), "odd number of bytes"),
-        (base64.b64encode(bytes(48_002)).decode(), "at most 64000 characters"),
+        (base64.b64encode(bytes(48_002)).decode(), "at most 48000"),
     ],
 )
 async def test_bad_audio_is_refused_at_validation(
