@@ -20,9 +20,10 @@ from worker.providers.base import Provider
 from worker.providers.credentials import FILE_VAR, KEY_VAR, load_api_key
 from worker.providers.heygen.client import HeyGenClient
 from worker.providers.heygen.provider import HeyGenProvider
+from worker.providers.liveavatar.attached import LiteOptions
 from worker.providers.liveavatar.client import LiveAvatarClient
 from worker.providers.liveavatar.lite_messages import EventIds
-from worker.providers.liveavatar.provider import LiteOptions, LiveAvatarProvider
+from worker.providers.liveavatar.provider import LiveAvatarProvider
 from worker.providers.retry import RetryPolicy
 from worker.providers.transport import default_transport
 from worker.settings import WorkerSettings

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import SecretStr
@@ -46,13 +45,13 @@ from worker.providers.base import (
     UnsupportedError,
 )
 from worker.providers.liveavatar import lite_messages, packets
+from worker.providers.liveavatar.attached import Attached, LiteOptions, link_of, resume_of
 from worker.providers.liveavatar.audio import Utterance
 from worker.providers.liveavatar.client import LiveAvatarClient
 from worker.providers.liveavatar.config import session_config
 from worker.providers.liveavatar.errors import SessionStartError
 from worker.providers.liveavatar.links import RoomLinks
-from worker.providers.liveavatar.lite_messages import EventIds
-from worker.providers.liveavatar.models import EndReason, StartedSession
+from worker.providers.liveavatar.models import EndReason
 from worker.providers.liveavatar.room import PacketTooLargeError, RoomLink, RoomLinkError
 
 log = logging.getLogger(__name__)
@@ -79,52 +78,6 @@ class _Closed:
     """Ends observed(): the provider was closed."""
 
 
-@dataclass(frozen=True, slots=True)
-class LiteOptions:
-    """LITE's unconfirmed or tunable details (settings LIVEAVATAR_LITE_*)."""
-
-    event_ids: EventIds = field(default_factory=EventIds)
-    # How far ahead of real time an utterance's audio may be sent, in seconds.
-    lead_s: float = 2.0
-
-
-@dataclass(eq=False)
-class _Attached:
-    """A session whose link (room, or LITE ws_url) this provider has opened (or is opening)."""
-
-    resume: SecretStr
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    link: RoomLink | None = None
-    reader: asyncio.Task[None] | None = None
-    stopping: bool = False  # our own stop: the room's session.stopped is not news
-    utterance: Utterance | None = None  # LITE: the one being sent
-    ended: bool = False  # the session's end was told on observed()
-
-    @property
-    def lite(self) -> bool:
-        return _link_of(self.resume)[1] is None
-
-
-def _resume(started: StartedSession) -> SecretStr:
-    if started.ws_url is not None:
-        return SecretStr(json.dumps({"ws_url": started.ws_url.get_secret_value()}))
-    if started.livekit_agent_token is None:
-        raise ServerError("start answered no livekit_agent_token", endpoint="sessions.start")
-    room = {"url": started.livekit_url, "token": started.livekit_agent_token.get_secret_value()}
-    return SecretStr(json.dumps(room))
-
-
-def _link_of(resume: SecretStr) -> tuple[str, SecretStr | None]:
-    """Where the link goes: a room's URL and agent token, or a LITE ws_url (no token)."""
-    try:
-        link = json.loads(resume.get_secret_value())
-        if "ws_url" in link:
-            return str(link["ws_url"]), None
-        return str(link["url"]), SecretStr(str(link["token"]))
-    except (ValueError, KeyError, TypeError):
-        raise ServerError("resume is not this provider's", endpoint="room.join") from None
-
-
 def _remaining(deadline: float | None, cap: float) -> float:
     return cap if deadline is None else min(cap, deadline - time.monotonic())
 
@@ -144,7 +97,7 @@ class LiveAvatarProvider(Provider):
         self.client = client
         self._links = links or RoomLinks(client.base_url)
         self._lite = lite or LiteOptions()
-        self._attached: dict[str, _Attached] = {}
+        self._attached: dict[str, Attached] = {}
         self._observed: asyncio.Queue[Observed | _Closed] = asyncio.Queue()
 
     def credit_rate(self, mode: Literal["FULL", "LITE"] = "FULL") -> float | None:
@@ -161,7 +114,7 @@ class LiveAvatarProvider(Provider):
                 await self._stop_after_failed_start(failed.session_id)
             raise failed.cause from failed
         try:
-            resume = _resume(started)
+            resume = resume_of(started)
         except ServerError:
             await self._stop_after_failed_start(started.session_id)
             raise
@@ -257,7 +210,7 @@ class LiveAvatarProvider(Provider):
                 raise SessionClosedError(
                     "no room details for this session", endpoint="room.join", closed=False
                 )
-            attached = self._attached[provider_session_id] = _Attached(resume)
+            attached = self._attached[provider_session_id] = Attached(resume)
         elif resume is not None:
             attached.resume = resume
         await self._linked(provider_session_id, attached, deadline)
@@ -375,7 +328,7 @@ class LiveAvatarProvider(Provider):
             raise TransportError(str(error), endpoint=endpoint, request_sent=True) from None
 
     async def _linked(
-        self, session_id: str, attached: _Attached, deadline: float | None
+        self, session_id: str, attached: Attached, deadline: float | None
     ) -> RoomLink:
         """The session's live link, joining the room first when it has none (or it dropped)."""
         async with attached.lock:
@@ -397,9 +350,9 @@ class LiveAvatarProvider(Provider):
             )
             return link
 
-    async def _open(self, attached: _Attached, budget: float) -> RoomLink:
+    async def _open(self, attached: Attached, budget: float) -> RoomLink:
         """A new link for the session, connected within `budget` seconds."""
-        url, token = _link_of(attached.resume)
+        url, token = link_of(attached.resume)
         link = self._links(url) if token is not None else self._links.lite()
         try:
             async with asyncio.timeout(budget):
@@ -412,7 +365,7 @@ class LiveAvatarProvider(Provider):
         return link
 
     async def _relink(
-        self, session_id: str, attached: _Attached, dropped: RoomLink
+        self, session_id: str, attached: Attached, dropped: RoomLink
     ) -> RoomLink | None:
         """A LITE ws_url that dropped, reopened (once for the reader and senders together);
         None when it cannot be."""
@@ -431,7 +384,7 @@ class LiveAvatarProvider(Provider):
             log.info("reopened the ws_url of LiveAvatar session %s", session_id)
             return link
 
-    async def _read(self, session_id: str, attached: _Attached, link: RoomLink | None) -> None:
+    async def _read(self, session_id: str, attached: Attached, link: RoomLink | None) -> None:
         """The link's messages into observed(). A LITE ws_url that drops is reopened first. A
         drop is LinkLost, or RemoteStopped when LiveAvatar says the session ended and its
         session.stopped never reached us; nothing when session.stopped came already or we are
@@ -459,7 +412,7 @@ class LiveAvatarProvider(Provider):
             if attached.link is not None:
                 await attached.link.close()
 
-    async def _relay(self, session_id: str, attached: _Attached, link: RoomLink) -> None:
+    async def _relay(self, session_id: str, attached: Attached, link: RoomLink) -> None:
         ids = self._lite.event_ids
         async for packet in link.packets():
             if attached.lite:
@@ -471,7 +424,7 @@ class LiveAvatarProvider(Provider):
             attached.ended = attached.ended or isinstance(event, RemoteStopped)
             self._observed.put_nowait(event)
 
-    async def _detach(self, attached: _Attached) -> None:
+    async def _detach(self, attached: Attached) -> None:
         if attached.link is not None:
             await attached.link.close()
         if attached.reader is not None:
