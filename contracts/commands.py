@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from contracts.common import (
@@ -89,6 +98,16 @@ class IceCandidate(ContractModel):
     usernameFragment: str | None = None
 
 
+class LiveKitConfig(ContractModel):
+    """liveavatar LITE: the producer's own LiveKit room, which the avatar joins."""
+
+    livekit_url: str = Field(min_length=1, max_length=2048)
+    livekit_room: str = Field(min_length=1, max_length=256)
+    livekit_client_token: str = Field(
+        min_length=1, max_length=8192, description="The token the avatar joins with. Never logged."
+    )
+
+
 class SessionCreate(SessionCommand):
     """Create an avatar session on HeyGen's Streaming API or on LiveAvatar, and start it."""
 
@@ -117,7 +136,12 @@ class SessionCreate(SessionCommand):
     language: str | None = Field(default=None, min_length=1, max_length=35)
     stt_settings: SttSettings | None = Field(default=None, description="heygen only.")
     mode: LiveAvatarMode | None = Field(
-        default=None, description="liveavatar only: FULL (the default); LITE is not supported yet."
+        default=None,
+        description="liveavatar only: FULL (the default: LiveAvatar's voice) or LITE (your own "
+        "audio through session.speak_audio).",
+    )
+    livekit_config: LiveKitConfig | None = Field(
+        default=None, description="liveavatar LITE only: the avatar joins your own LiveKit room."
     )
     is_sandbox: bool | None = Field(
         default=None, description="liveavatar only: short free sessions with the sandbox avatar."
@@ -166,7 +190,9 @@ class SessionCreate(SessionCommand):
 
 
 HEYGEN_ONLY = ("activity_idle_timeout", "knowledge_base", "stt_settings")
-LIVEAVATAR_ONLY = ("mode", "is_sandbox", "interactivity_type", "context_id")
+LIVEAVATAR_ONLY = ("mode", "is_sandbox", "interactivity_type", "context_id", "livekit_config")
+# LITE brings its own voice and listener: the persona and conversation settings are FULL's.
+FULL_ONLY = ("voice", "language", "interactivity_type", "context_id", "knowledge_base_id")
 
 
 def provider_conflicts(cmd: SessionCreate, provider: Provider) -> list[str]:
@@ -183,7 +209,10 @@ def provider_conflicts(cmd: SessionCreate, provider: Provider) -> list[str]:
         refused += [f"voice.{f}" for f in ("rate", "emotion") if f in cmd.voice.model_fields_set]
     problems = [f"{field} is not supported with provider liveavatar" for field in refused]
     if cmd.mode is LiveAvatarMode.LITE:
-        problems.append("mode: LITE is not supported yet with provider liveavatar (FULL only)")
+        refused = [f for f in FULL_ONLY if getattr(cmd, f) is not None]
+        problems += [f"{f} is not supported with provider liveavatar in mode LITE" for f in refused]
+    elif cmd.livekit_config is not None:
+        problems.append("livekit_config is only supported with provider liveavatar in mode LITE")
     if cmd.context_id and cmd.knowledge_base_id and cmd.context_id != cmd.knowledge_base_id:
         problems.append(
             "context_id and knowledge_base_id (its legacy name) differ with provider liveavatar"
@@ -228,6 +257,71 @@ class SessionSpeak(SessionCommand):
         return text
 
 
+AUDIO_SAMPLE_RATE = 24_000
+AUDIO_BYTES_PER_SECOND = AUDIO_SAMPLE_RATE * 2  # signed 16-bit mono
+MAX_AUDIO_BYTES = AUDIO_BYTES_PER_SECOND  # one second a message: 64,000 base64 characters
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+Base64Audio = Annotated[
+    str, StringConstraints(max_length=4 * MAX_AUDIO_BYTES // 3, pattern=BASE64_PATTERN)
+]
+
+
+def decode_audio(audio: str) -> bytes:
+    """The PCM bytes of a validated `SessionSpeakAudio.audio`."""
+    return base64.b64decode(audio, validate=True)
+
+
+class SessionSpeakAudio(SessionCommand):
+    """liveavatar LITE: part of an utterance in your own voice, lip-synced by the avatar.
+
+    `audio` is base64 (RFC 4648, padded) of raw PCM: signed 16-bit little-endian, mono,
+    24,000 Hz, no WAV header; at most 48,000 bytes (1 s, 64,000 base64 characters) a message.
+    Parts with one `utterance_id` are spoken in order as one utterance; `final` ends it."""
+
+    type: Literal["session.speak_audio"] = "session.speak_audio"
+    utterance_id: MessageId = Field(
+        description="Shared by the parts of one utterance; speech events carry it as task_id."
+    )
+    audio: Base64Audio = Field(
+        default="",
+        description="base64 PCM s16le mono 24 kHz, at most 48,000 bytes (1 s) decoded; may be "
+        "empty on the final part. Never logged.",
+    )
+    final: bool = Field(default=False, description="True on the utterance's last part.")
+
+    @field_validator("audio", mode="before")
+    @classmethod
+    def _pcm(cls, audio: object) -> object:
+        # Before the pattern and length checks, so the reason says what is wrong with it.
+        if not isinstance(audio, str):
+            return audio
+        try:
+            pcm = decode_audio(audio)
+        except (binascii.Error, ValueError):
+            raise PydanticCustomError(
+                "audio_base64", "audio is not valid base64 (RFC 4648, padded)"
+            ) from None
+        if len(pcm) % 2:
+            raise PydanticCustomError(
+                "audio_format",
+                "audio has an odd number of bytes ({size}): PCM s16le mono takes 2 a sample",
+                {"size": len(pcm)},
+            )
+        if len(pcm) > MAX_AUDIO_BYTES:
+            raise PydanticCustomError(
+                "audio_too_large",
+                "audio is {size} bytes; a message carries at most {limit} (1 s at 24 kHz)",
+                {"size": len(pcm), "limit": MAX_AUDIO_BYTES},
+            )
+        return audio
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> SessionSpeakAudio:
+        if not self.audio and not self.final:
+            raise PydanticCustomError("audio_empty", "audio may be empty only on the final part")
+        return self
+
+
 class SessionInterrupt(SessionCommand):
     """Cut the current speech (`streaming.interrupt`); not queued behind a running speak."""
 
@@ -269,6 +363,7 @@ Command = Annotated[
     | SessionStart
     | SessionIce
     | SessionSpeak
+    | SessionSpeakAudio
     | SessionInterrupt
     | SessionStop
     | SessionKeepalive
@@ -281,6 +376,7 @@ COMMAND_MODELS: tuple[type[CommandBase], ...] = (
     SessionStart,
     SessionIce,
     SessionSpeak,
+    SessionSpeakAudio,
     SessionInterrupt,
     SessionStop,
     SessionKeepalive,

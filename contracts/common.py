@@ -54,8 +54,8 @@ class Provider(StrEnum):
 
 
 class LiveAvatarMode(StrEnum):
-    """LiveAvatar FULL: LiveAvatar listens, thinks and speaks. LITE (your own audio) is refused
-    until the worker supports it."""
+    """LiveAvatar FULL: LiveAvatar listens, thinks and speaks. LITE: you bring the voice
+    (`session.speak_audio`), the avatar lip-syncs it."""
 
     FULL = "FULL"
     LITE = "LITE"

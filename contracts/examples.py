@@ -15,6 +15,7 @@ from contracts.commands import (
     SessionsFilter,
     SessionsList,
     SessionSpeak,
+    SessionSpeakAudio,
     SessionStart,
     SessionStop,
     Voice,
@@ -114,6 +115,13 @@ COMMAND_EXAMPLES: tuple[CommandBase, ...] = (
         task_mode=TaskMode.ASYNC,
         deadline=_at(15),
         reply_to="amq.gen-replies-demo",
+    ),
+    SessionSpeakAudio(
+        **_command("cmd-speak-audio-1", 6),
+        session_id=_SID,
+        utterance_id="utt-1",
+        audio="AAAAAAAAAAA=",  # four samples of silence
+        final=True,
     ),
     SessionInterrupt(**_command("cmd-interrupt-1", 7), session_id=_SID),
     SessionStop(**_command("cmd-stop-1", 60), session_id=_SID, reason="conversation over"),

@@ -27,10 +27,12 @@ class CreditWatch:
 
     def burn_per_minute(self, provider: str) -> float:
         """Credits a minute the live sessions of `provider` burn now."""
-        rate = self._services.providers[provider].credits_per_minute
-        if rate is None:
-            return 0.0
-        return rate * sum(1 for s in self._services.registry if s.live and s.provider == provider)
+        rates = self._services.providers[provider]
+        return sum(
+            rates.credit_rate(s.mode) or 0.0
+            for s in self._services.registry
+            if s.live and s.provider == provider
+        )
 
     async def run(self) -> None:
         while True:

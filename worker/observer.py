@@ -21,12 +21,13 @@ from contracts.events import (
     UserTranscription,
 )
 from worker.handlers import CONTROL_LANES, STOP
+from worker.handlers.audio import report_audio_started
 from worker.handlers.context import Services
 from worker.handlers.lifecycle import end_session
 from worker.handlers.reconnect import WANTED, reconnect_in_turn
 from worker.handlers.speech import report_observed_end
 from worker.providers import base
-from worker.sessions.session import Session
+from worker.sessions.session import Session, SpeechWait
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +91,25 @@ class Observer:
         if isinstance(item, base.SpeechStarted):
             wait = session.speech_waits.get(item.command_id or "")
             if wait is not None:
-                wait.started.set()  # the speak handler publishes speech.started
+                self._started(session, wait)
             return
         if isinstance(item, base.SpeechEnded):
             wait = session.speech_waits.get(item.command_id or "")
             if wait is not None:
+                if wait.audio and not wait.started.is_set():
+                    # Its start was said while the link was down (a LITE ws_url reopened).
+                    self._started(session, wait)
                 self._services.spawn(report_observed_end(self._services, session, wait))
             return
         if isinstance(item, base.RemoteStopped | base.LinkLost):
             # The session is gone from under whatever speech was awaited.
             session.drop_speech_waits("lost")
         self._in_order(session, lambda: self._handle(session, item))
+
+    def _started(self, session: Session, wait: SpeechWait) -> None:
+        wait.started.set()  # a text speak's handler publishes speech.started
+        if wait.audio:  # no handler waits for an utterance's start
+            self._services.spawn(report_audio_started(self._services, session, wait))
 
     async def _handle(self, session: Session, item: base.Observed) -> None:
         emitter = self._services.emitter

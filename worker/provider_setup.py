@@ -19,7 +19,9 @@ from worker.providers.base import Provider
 from worker.providers.credentials import FILE_VAR, KEY_VAR, ApiKeyError, load_api_key
 from worker.providers.heygen.client import HeyGenClient
 from worker.providers.heygen.provider import HeyGenProvider
+from worker.providers.liveavatar.attached import LiteOptions
 from worker.providers.liveavatar.client import LiveAvatarClient
+from worker.providers.liveavatar.lite_messages import EventIds
 from worker.providers.liveavatar.provider import LiveAvatarProvider
 from worker.providers.retry import RetryPolicy
 from worker.providers.transport import default_transport
@@ -76,7 +78,8 @@ class ProviderSetup:
             max_concurrency=s.http_concurrency,
             retry=RetryPolicy(on_retry=partial(self._count_retry, "liveavatar")),
         )
-        provider = LiveAvatarProvider(client)
+        lite = LiteOptions(EventIds(s.liveavatar_lite_event_id_per), s.liveavatar_lite_lead_s)
+        provider = LiveAvatarProvider(client, lite=lite)
         self._stack.push_async_callback(provider.aclose)
         return provider
 

@@ -84,6 +84,16 @@ class WorkerSettings(BaseSettings):
     """LiveAvatar API base URL."""
     liveavatar_timeout_s: float = Field(30.0, gt=0, validation_alias=_env("LIVEAVATAR_TIMEOUT_S"))
     """Per-request timeout of LiveAvatar calls."""
+    liveavatar_lite_event_id_per: Literal["utterance", "chunk"] = Field(
+        "utterance", validation_alias=_env("LIVEAVATAR_LITE_EVENT_ID_PER")
+    )
+    """LITE: the `agent.speak` chunks of one utterance share one `event_id` (`utterance`, as
+    pipecat sends them) or each has its own (`chunk`, as LiveKit's plugin); sources disagree."""
+    liveavatar_lite_lead_s: float = Field(
+        2.0, ge=0.5, le=60, validation_alias=_env("LIVEAVATAR_LITE_LEAD_S")
+    )
+    """LITE: how far ahead of real time an utterance's audio is sent, in seconds, so a long one
+    does not fill LiveAvatar's buffer at once (and an interrupt has little queued to drop)."""
     credits_poll_s: float = Field(60, gt=0, validation_alias=_env("WORKER_CREDITS_POLL_S"))
     """How often each provider's credit balance is read (LiveAvatar's `/v1/users/credits`)."""
     credit_alert_minutes: float = Field(

@@ -48,5 +48,6 @@ def add_liveavatar(app: web.Application, settings: LiveAvatarSettings | None = N
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
         await sim.rooms.aclose()
+        await sim.lite.aclose()
 
     app.cleanup_ctx.append(running)

@@ -12,6 +12,22 @@ from simulator.liveavatar.settings import LiveAvatarFault
 PREFIX = "/_admin/liveavatar"
 
 
+class LiteStats(BaseModel):
+    """A LITE session's avatar: what came over its ws_url."""
+
+    audio_chunks: int
+    audio_bytes: int
+    duplicate_chunks: int
+    utterances: int
+    speak_ends: int
+    interrupts: int
+    keep_alives: int
+    dropped_early: int
+    protocol_errors: int
+    max_ahead_s: float
+    first_chunk_at: dict[str, float] = {}  # wall clock, by utterance event_id
+
+
 class LiveAvatarSessionStats(BaseModel):
     status: str  # created, active, ended
     mode: str
@@ -22,6 +38,7 @@ class LiveAvatarSessionStats(BaseModel):
     commands: int
     room_sockets: int
     api_key_hint: str
+    lite: LiteStats | None = None
 
 
 class LiveAvatarStats(BaseModel):
@@ -69,6 +86,12 @@ class LiveAvatarAdmin(SimulatorAdmin):
             "dropped"
         ]
         return dropped
+
+    async def stall_lite(self, session_id: str, seconds: float) -> None:
+        """The LITE avatar reads nothing from its ws_url for `seconds`."""
+        await self._call(
+            "POST", f"{PREFIX}/sessions/{session_id}/stall-lite", json={"seconds": seconds}
+        )
 
     async def set_credits(self, credits: float, api_key: str | None = None) -> None:
         """One account's balance, or (api_key None) every account's and new ones' start."""

@@ -30,6 +30,10 @@ class Utterance(_Admin):
     duration_s: float = Field(default=0.5, ge=0)
 
 
+class Stall(_Admin):
+    seconds: float = Field(gt=0, le=600)
+
+
 class Credits(_Admin):
     credits: float = Field(ge=0)
     api_key: str | None = None  # None: every account, and the start balance of new ones
@@ -106,10 +110,22 @@ async def utterance(request: web.Request) -> web.Response:
 
 
 async def drop_room(request: web.Request) -> web.Response:
-    """Cut the room sockets of a session as a network failure would; the session lives on."""
+    """Cut the room sockets (FULL) or ws_url sockets (LITE) of a session as a network failure
+    would; the session lives on."""
     sim = request.app[LIVEAVATAR]
-    room = sim.rooms.get(_live(sim, request).session_id)
-    return web.json_response({"dropped": room.drop_sockets() if room else 0})
+    session_id = _live(sim, request).session_id
+    link = sim.rooms.get(session_id) or sim.lite.get(session_id)
+    return web.json_response({"dropped": link.drop_sockets() if link else 0})
+
+
+async def stall_lite(request: web.Request) -> web.Response:
+    """A LITE avatar reads nothing for `seconds` (its messages wait; keep-alives do not count)."""
+    sim = request.app[LIVEAVATAR]
+    avatar = sim.lite.get(_live(sim, request).session_id)
+    if avatar is None:
+        return _error(409, "only a LITE session has a ws_url")
+    avatar.stall((await _parsed(request, Stall)).seconds)
+    return web.json_response({"stalled": True})
 
 
 async def set_credits(request: web.Request) -> web.Response:
@@ -152,6 +168,7 @@ def register_admin(app: web.Application) -> None:
     router.add_post(f"{PREFIX}/sessions/{{session_id}}/end", end_session)
     router.add_post(f"{PREFIX}/sessions/{{session_id}}/utterance", utterance)
     router.add_post(f"{PREFIX}/sessions/{{session_id}}/drop-room", drop_room)
+    router.add_post(f"{PREFIX}/sessions/{{session_id}}/stall-lite", stall_lite)
     router.add_put(f"{PREFIX}/credits", set_credits)
     router.add_get(f"{PREFIX}/config", get_config)
     router.add_patch(f"{PREFIX}/config", patch_config)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 
 from simulator.errors import ApiError
 from simulator.faults import FaultInjector
+from simulator.liveavatar.lite import LiteAvatars
 from simulator.liveavatar.room import Rooms
 from simulator.liveavatar.settings import LiveAvatarSettings
 from simulator.liveavatar.state import Session, SessionStore, Status
@@ -25,6 +27,7 @@ class LiveAvatarSimulator:
         self._initial = settings
         self.settings = settings
         self.rooms = Rooms(lambda: self.settings)
+        self.lite = LiteAvatars(lambda: self.settings)
         self.store = SessionStore(lambda: self.settings, on_end=self._ended)
         self.rng = random.Random(settings.fault_seed)
         self.faults = FaultInjector(settings.faults, self.rng)
@@ -32,6 +35,7 @@ class LiveAvatarSimulator:
 
     def _ended(self, session: Session) -> None:
         self.rooms.end(session.session_id, session.end_reason or "UNKNOWN")
+        self.lite.end(session.session_id)
 
     def authenticate(self, api_key: str | None) -> str:
         if not api_key:
@@ -44,6 +48,8 @@ class LiveAvatarSimulator:
     def started(self, session: Session) -> None:
         if session.request.full:
             self.rooms.open(session.session_id)
+        else:
+            self.lite.open(session.session_id, lambda: self.store.touch(session))
 
     def reconfigure(self, changes: dict[str, Any]) -> None:
         self.settings = self.settings.patched(changes)
@@ -67,6 +73,7 @@ class LiveAvatarSimulator:
 
     def _describe(self, session: Session) -> dict[str, Any]:
         room = self.rooms.get(session.session_id)
+        lite = self.lite.stats(session.session_id)
         return {
             "status": session.status.value,
             "mode": session.request.mode,
@@ -77,6 +84,7 @@ class LiveAvatarSimulator:
             "commands": session.commands,
             "room_sockets": room.joined if room else 0,
             "api_key_hint": key_hint(session.api_key),
+            "lite": None if lite is None else asdict(lite),
         }
 
 

@@ -102,13 +102,7 @@ class Room:
 
     def drop_sockets(self) -> int:
         """Cut every joined socket without a close frame, as a network failure would."""
-        dropped = 0
-        for socket, transport in list(self._sockets.items()):
-            if transport is not None:
-                transport.abort()
-                dropped += 1
-            self.leave(socket)
-        return dropped
+        return abort(self._sockets, self.leave)
 
     async def aclose(self) -> None:
         self._task.cancel()
@@ -210,6 +204,20 @@ class Room:
         self._ended = True
         self._queued.clear()
         return [*self._stop_speaking(), self._packet("session.stopped", end_reason=reason)]
+
+
+def abort(
+    sockets: dict[web.WebSocketResponse, asyncio.Transport | None],
+    leave: Callable[[web.WebSocketResponse], None],
+) -> int:
+    """Cut `sockets` without a close frame (each then `leave`s); how many were cut."""
+    dropped = 0
+    for socket, transport in list(sockets.items()):
+        if transport is not None:
+            transport.abort()
+            dropped += 1
+        leave(socket)
+    return dropped
 
 
 def _answer(prompt: str) -> str:

@@ -29,6 +29,7 @@ from simulator.liveavatar.validation import (
 )
 
 ROOM_PATH = "/liveavatar-room"
+LITE_PATH = "/liveavatar-lite"
 
 Endpoint = Callable[[LiveAvatarSimulator, web.Request], Awaitable[web.StreamResponse]]
 
@@ -89,14 +90,19 @@ async def start(sim: LiveAvatarSimulator, request: web.Request) -> web.Response:
         raise unauthorized("Invalid session token")
     sim.store.start(session)
     sim.started(session)
+    own_room = session.request.livekit_config
     data: dict[str, Any] = {
         "session_id": session.session_id,
-        "livekit_url": f"ws://{request.host}{ROOM_PATH}",
-        "livekit_client_token": session.client_token,
+        "livekit_url": own_room.livekit_url if own_room else f"ws://{request.host}{ROOM_PATH}",
+        "livekit_client_token": (
+            own_room.livekit_client_token if own_room else session.client_token
+        ),
         "max_session_duration": int(session.max_duration_s),
     }
     if session.request.full:
         data["livekit_agent_token"] = session.agent_token
+    else:  # the URL carries its own authorisation: the agent token in the path
+        data["ws_url"] = f"ws://{request.host}{LITE_PATH}/{session.agent_token}"
     return _ok(sim, data, status=201)
 
 
@@ -178,6 +184,18 @@ async def room(sim: LiveAvatarSimulator, request: web.Request) -> web.StreamResp
     return socket
 
 
+async def lite(sim: LiveAvatarSimulator, request: web.Request) -> web.StreamResponse:
+    """A LITE session's ws_url: the backend's audio in, the avatar's events out."""
+    session = sim.store.by_agent_token(request.match_info["token"])
+    avatar = sim.lite.get(session.session_id) if session else None
+    if avatar is None:
+        raise unauthorized("Invalid or expired ws_url")
+    socket = web.WebSocketResponse()
+    await socket.prepare(request)
+    await avatar.serve(socket, request.transport)
+    return socket
+
+
 def _route(sim: LiveAvatarSimulator, name: str, endpoint: Endpoint) -> RouteHandler:
     async def handle(request: web.Request) -> web.StreamResponse:
         sim.calls[name] += 1
@@ -208,6 +226,7 @@ ROUTES: tuple[tuple[str, str, str, Endpoint], ...] = (
     ("GET", "/v1/sessions/{session_id}", "sessions.get", get_session),
     ("GET", "/v1/users/credits", "users.credits", credits),
     ("GET", ROOM_PATH, "room", room),
+    ("GET", LITE_PATH + "/{token}", "lite", lite),
 )
 
 

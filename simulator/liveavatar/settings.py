@@ -6,14 +6,15 @@ the plan's duration cap, how long a billing minute lasts (so tests need not wait
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from simulator.settings import ANY_ENDPOINT, FaultSpec, _split_list
 
-# Endpoint names: the path after "/v1/" with "/" as "."; "room" is the room stand-in's socket.
+# Endpoint names: the path after "/v1/" with "/" as "."; "room" is the room stand-in's socket,
+# "lite" a LITE session's ws_url.
 ENDPOINTS: tuple[str, ...] = (
     "sessions.token",
     "sessions.start",
@@ -23,6 +24,7 @@ ENDPOINTS: tuple[str, ...] = (
     "sessions.get",
     "users.credits",
     "room",
+    "lite",
 )
 
 # What PATCH /_admin/liveavatar/config may change while the simulator runs.
@@ -35,6 +37,8 @@ RUNTIME_FIELDS: tuple[str, ...] = (
     "words_per_minute",
     "speak_start_delay_s",
     "concurrency_limit",
+    "lite_connect_delay_s",
+    "lite_event_id_per",
 )
 
 
@@ -71,6 +75,10 @@ class LiveAvatarSettings(BaseSettings):
     # Between a speak packet and avatar.speak_started when the avatar is silent.
     speak_start_delay_s: float = Field(default=0.05, ge=0)
     concurrency_limit: int = Field(default=100, ge=0)
+    # LITE: between a ws_url socket's `connecting` and `connected` (messages sent before are lost).
+    lite_connect_delay_s: float = Field(default=0.05, ge=0)
+    # LITE (unconfirmed): the chunks of one utterance share one event_id, or each has its own.
+    lite_event_id_per: Literal["utterance", "chunk"] = "utterance"
     faults: list[LiveAvatarFault] = Field(default_factory=list)
     fault_seed: int | None = None
     sweep_interval_s: float = Field(default=1.0, gt=0)

@@ -49,6 +49,12 @@ class AvatarPersona(_Body):
     language: str = "en"
 
 
+class LiveKitConfig(_Body):
+    livekit_url: str
+    livekit_room: str
+    livekit_client_token: str
+
+
 class TokenRequest(_Body):
     mode: Mode = "FULL"
     avatar_id: uuid.UUID
@@ -57,6 +63,7 @@ class TokenRequest(_Body):
     max_session_duration: int | None = Field(default=None, ge=1)
     avatar_persona: AvatarPersona | None = None
     interactivity_type: Literal["CONVERSATIONAL", "PUSH_TO_TALK"] = "CONVERSATIONAL"
+    livekit_config: LiveKitConfig | None = None  # LITE: the avatar joins the caller's room
 
     @property
     def full(self) -> bool:

@@ -48,6 +48,7 @@ TERMINAL = {
     "session.create": {"session.ready"},
     "session.start": {"session.ready"},
     "session.speak": {"speech.started"},
+    "session.speak_audio": {"command.completed"},
     "session.interrupt": {"speech.interrupted"},
     "session.stop": {"session.stopped"},
     "session.keepalive": {"command.completed"},
@@ -80,7 +81,7 @@ def create(session_id: str, **kw: Any) -> SessionCreate:
 
 
 def la_create(session_id: str, **kw: Any) -> SessionCreate:
-    """A session.create for LiveAvatar (FULL mode)."""
+    """A session.create for LiveAvatar (FULL mode unless `mode` says otherwise)."""
     return create(session_id, avatar_id=LIVEAVATAR_AVATAR, provider="liveavatar", **kw)
 
 

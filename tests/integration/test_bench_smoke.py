@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import broker_floor, speak
+from bench import broker_floor, lite_latency, speak
 from bench.keepalive_report import SMOKE
 from bench.keepalive_scale import run
 from bench.speak_report import SMOKE as SPEAK_SMOKE
@@ -89,3 +89,14 @@ async def test_broker_floor_times_every_step() -> None:
     steps = await broker_floor.measure(rate=500, count=10)
     assert [len(latencies) for latencies in steps.values()] == [10, 10, 5]
     assert all(latency > 0 for latencies in steps.values() for latency in latencies)
+
+
+async def test_lite_latency_benchmark_times_every_utterance(tmp_path: Path) -> None:
+    load = lite_latency.Load(rate=10, seconds=1, sessions=2, part_s=0.5)
+    result = await lite_latency.run(load, load.params(deadline_s=60), log_dir=tmp_path)
+    assert result.published == result.arrived == 10
+    assert len(result.latency_s) == 10
+    assert all(0 < latency < 5 for latency in result.latency_s)
+    assert result.audio_s == 5.0
+    assert result.worker_cpu_s > 0
+    assert "| worker CPU per second of audio |" in result.markdown()

@@ -189,6 +189,29 @@ async def test_demo_with_liveavatar_plays_a_two_way_conversation(
     assert "3 speech tasks" in lines[-1]
 
 
+async def test_demo_with_liveavatar_lite_speaks_a_generated_tone(
+    amqp_url: str, worker: Worker, simulator: RunningSimulator
+) -> None:
+    args = ("demo", "--provider", "liveavatar", "--mode", "lite", "--simulator", simulator.base_url)
+    code, lines = await cli(amqp_url, *args, "--session", "demo-lite")
+    print("\n".join(lines))  # the transcript, for `pytest -s`
+    assert code == ExitCode.OK, lines
+    steps = [line for line in lines if line.startswith(">")]
+    assert steps[0] == "> create LiveAvatar LITE session demo-lite"
+    assert sum(step.startswith("> speak_audio") for step in steps) == 4  # 2 s in 0.5 s parts
+    types = demo_event_types(lines)
+    assert types[:2] == ["session.created", "session.ready"]
+    assert types.count("command.completed") == 4
+    started, finished = types.index("speech.started"), types.index("speech.finished")
+    assert started < finished
+    assert "source=observed" in next(line for line in lines if "speech.finished" in line)
+    assert types[-1] == "session.stopped"
+    stats = await simulator.admin.liveavatar_stats()
+    [lite] = [row.lite for row in stats.sessions.values() if row.lite is not None]
+    assert lite.audio_bytes == 2 * 48_000
+    assert (lite.utterances, lite.speak_ends, lite.protocol_errors) == (1, 1, 0)
+
+
 async def test_demo_step_failure_exits_1_and_stops_the_session(
     amqp_url: str, worker: Worker, simulator: RunningSimulator
 ) -> None:

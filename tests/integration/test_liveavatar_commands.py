@@ -184,7 +184,10 @@ async def test_keepalive_and_list_both_providers(
         ({"voice": {"voice_id": "v", "emotion": "Excited"}}, "voice.emotion"),
         ({"version": "v1"}, "version: v1"),
         ({"stt_settings": {"provider": "deepgram"}}, "stt_settings"),
-        ({"mode": "LITE"}, "mode: LITE"),
+        (
+            {"mode": "LITE", "language": "en"},
+            "language is not supported with provider liveavatar in mode LITE",
+        ),
     ],
 )
 async def test_fields_liveavatar_cannot_honour_are_refused(

@@ -111,7 +111,7 @@ async def test_the_credit_balance_is_polled_into_a_gauge(
     balance = worker.metrics.credits_left.labels("liveavatar")
     await wait_until(lambda: balance._value.get() == 1234.5, 5)
 
-    # The burn follows the live LiveAvatar sessions at 2 credits a minute (FULL).
+    # The burn follows the live LiveAvatar sessions at 2 credits a minute (FULL), 1 (LITE).
     def burn() -> float | None:
         labels = {"provider": "liveavatar"}
         return worker.registry.get_sample_value("heygen_worker_credit_burn_per_minute", labels)
@@ -119,6 +119,8 @@ async def test_the_credit_balance_is_polled_into_a_gauge(
     assert burn() == 0
     assert isinstance(await producer.call(la_create("la-burn")), SessionReady)
     assert burn() == 2.0
+    assert isinstance(await producer.call(la_create("la-burn-lite", mode="LITE")), SessionReady)
+    assert burn() == 3.0
 
 
 # --- a worker SIGKILLed mid-speech -------------------------------------------------------

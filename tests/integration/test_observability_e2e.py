@@ -3,10 +3,12 @@ and spans never show the API key or an access token (issue 5)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,7 +21,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from contracts.codec import decode_event, encode_command
-from contracts.commands import CommandBase, SessionSpeak, SessionStop
+from contracts.commands import CommandBase, SessionSpeak, SessionSpeakAudio, SessionStop
 from contracts.common import TaskMode
 from contracts.events import CommandFailed, Event, SessionCreated, SessionReconnected
 from contracts.topology import EVENTS_EXCHANGE, command_routing_key
@@ -371,3 +373,56 @@ async def test_no_liveavatar_secret_in_logs_metrics_spans_or_events(
         assert secret not in output
         assert secret not in metrics
         assert secret not in span_dump
+
+
+async def test_no_lite_audio_or_ws_url_in_logs_metrics_spans_or_events(
+    amqp_url: str,
+    simulator: RunningSimulator,
+    connection: AbstractRobustConnection,
+    spans: InMemorySpanExporter,
+    log_output: io.StringIO,
+) -> None:
+    """LITE: the producer's audio (good or refused) and the worker's ws_url stay out of every
+    log line, metric, span and event."""
+    worker = Worker(worker_settings(amqp_url, simulator))
+    async with started(worker):
+        producer = await tapped_producer(connection)
+        raw = await bind_raw_events(connection)
+        await producer.open_session(
+            "lite-secret", provider="liveavatar", avatar_id=LIVEAVATAR_AVATAR, mode="LITE"
+        )
+        assert worker.services is not None
+        session = worker.services.registry.get("lite-secret")
+        assert session is not None
+        assert session.resume is not None
+        ws_url = json.loads(session.resume.get_secret_value())["ws_url"]
+        spoken = base64.b64encode(os.urandom(24_000)).decode()
+        part = SessionSpeakAudio(
+            session_id="lite-secret", utterance_id="u1", audio=spoken, final=True
+        )
+        assert (await producer.call(part)).type == "command.completed"
+        await producer.tap.wait_for(answer_to(part, {"speech.finished"}))
+        # Refused audio (an odd number of bytes) is not echoed either.
+        refused_audio = base64.b64encode(os.urandom(3003)).decode()
+        body = json.dumps(
+            {
+                "type": "session.speak_audio",
+                "command_id": "bad-audio",
+                "session_id": "lite-secret",
+                "utterance_id": "u2",
+                "audio": refused_audio,
+            }
+        ).encode()
+        await producer.publish_raw(body, "lite-secret", content_type="application/json")
+        await producer.tap.wait_for(lambda e: e.causation_id == "bad-audio")
+        metrics = await scrape(worker)
+        await wait_until(lambda: len(raw.messages) == len(producer.tap.events))
+
+    output = log_output.getvalue()
+    span_dump = "\n".join(span.to_json() for span in spans.get_finished_spans())
+    bodies = "\n".join(message.body.decode() for message in raw.messages)
+    for secret in [ws_url, spoken[:64], spoken[-64:], refused_audio[:64], refused_audio[-64:]]:
+        assert secret not in output
+        assert secret not in metrics
+        assert secret not in span_dump
+        assert secret not in bodies

@@ -59,6 +59,12 @@ MINIMAL_COMMANDS: dict[str, dict[str, Any]] = {
     "session.start": {"session_id": "s1", "sdp": {"type": "answer", "sdp": "v=0"}},
     "session.ice": {"session_id": "s1", "candidate": {"candidate": "candidate:1 1 UDP 1 h 1"}},
     "session.speak": {"session_id": "s1", "text": "Hello"},
+    "session.speak_audio": {
+        "session_id": "s1",
+        "utterance_id": "u1",
+        "audio": "AAA=",
+        "final": True,
+    },
     "session.interrupt": {"session_id": "s1"},
     "session.stop": {"session_id": "s1"},
     "session.keepalive": {"session_id": "s1"},

@@ -37,7 +37,24 @@ def make(**fields: Any) -> SessionCreate:
             {"stt_settings": {"provider": "gladia"}},
             "stt_settings is not supported with provider liveavatar",
         ),
-        ({"mode": "LITE"}, "mode: LITE is not supported yet with provider liveavatar"),
+        (
+            {"mode": "LITE", "voice": {"voice_id": "v"}},
+            "voice is not supported with provider liveavatar in mode LITE",
+        ),
+        (
+            {"mode": "LITE", "context_id": "c1"},
+            "context_id is not supported with provider liveavatar in mode LITE",
+        ),
+        (
+            {
+                "livekit_config": {
+                    "livekit_url": "wss://x",
+                    "livekit_room": "r",
+                    "livekit_client_token": "t",
+                }
+            },
+            "livekit_config is only supported with provider liveavatar in mode LITE",
+        ),
         (
             {"context_id": "c1", "knowledge_base_id": "c2"},
             "context_id and knowledge_base_id (its legacy name) differ with provider liveavatar",

@@ -268,7 +268,7 @@ async def test_token_failures_are_not_repeated(
 @pytest.mark.parametrize(
     ("profile", "error"),
     [
-        (SessionProfile(avatar_id=AVATAR, mode="LITE"), UnsupportedError),
+        (SessionProfile(avatar_id=AVATAR, mode="LITE", language="en"), InvalidRequestError),
         (SessionProfile(avatar_id=AVATAR, voice_emotion="Friendly"), InvalidRequestError),
         (SessionProfile(avatar_id=AVATAR, version="v1"), InvalidRequestError),
     ],
@@ -342,7 +342,7 @@ async def test_a_refused_start_needs_no_stop(
 class FakeLink(RoomLink):
     """A link that joins anything and drops when told."""
 
-    async def connect(self, url: str, token: SecretStr) -> None:
+    async def connect(self, url: str, token: SecretStr | None) -> None:
         return None
 
     async def send(self, packet: Mapping[str, Any]) -> None:
@@ -389,3 +389,7 @@ async def test_joining_the_room_of_an_ended_session_says_it_is_closed(
     with pytest.raises(SessionClosedError) as raised:
         await provider.speak(sid, "anyone there?", command_id="late")
     assert raised.value.closed
+
+
+def test_lite_burns_half_the_credits_of_full(provider: LiveAvatarProvider) -> None:
+    assert (provider.credit_rate("FULL"), provider.credit_rate("LITE")) == (2.0, 1.0)

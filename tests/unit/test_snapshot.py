@@ -34,3 +34,17 @@ def test_a_legacy_snapshot_is_a_heygen_session_without_resume() -> None:
     del wire["provider"], wire["resume"]  # written before providers existed
     restored = SessionSnapshot.model_validate(wire).restore()
     assert (restored.provider, restored.resume) == ("heygen", None)
+
+
+def test_an_open_utterance_is_cut_for_the_next_owner() -> None:
+    """LITE: the utterance open at the previous owner is not this replica's to continue (its
+    link is None), and an interrupted one stays refused."""
+    profile = SessionCreate(session_id="s", avatar_id="a", provider="liveavatar", mode="LITE")
+    session = Session("s", 0, None, profile, idle_timeout_s=300, max_duration_s=3600)
+    session.utterance_id, session.utterance_link = "u2", "la-1"
+    session.interrupted_utterance = "u1"
+    wire = SessionSnapshot.of(session, "w1").model_dump_json()
+    restored = SessionSnapshot.model_validate_json(wire).restore()
+    assert (restored.utterance_id, restored.utterance_link) == ("u2", None)
+    assert restored.interrupted_utterance == "u1"
+    assert restored.mode == "LITE"

@@ -23,6 +23,7 @@ _DONE: dict[str, str] = {
     "session.interrupt": "speech.interrupted",
     "session.stop": "session.stopped",
     "session.keepalive": "command.completed",
+    "session.speak_audio": "command.completed",
     "sessions.list": "sessions.listed",
 }
 

@@ -64,6 +64,13 @@ def add_parser(
         "the end user's words answered)",
     )
     parser.add_argument(
+        "--mode",
+        choices=["full", "lite"],
+        default="full",
+        help="liveavatar: full (LiveAvatar's voice) or lite (your own audio: the demo streams a "
+        "generated tone into session.speak_audio)",
+    )
+    parser.add_argument(
         "--avatar", help=f"avatar id (heygen: {DEFAULT_AVATAR}; liveavatar: the simulator's)"
     )
     parser.add_argument(
@@ -153,6 +160,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> int:
                     simulator_url=args.simulator,
                     wait=args.wait,
                     out_line=partial(write_line, out),
+                    lite=args.mode == "lite",
                 )
             else:
                 code = await _converse(channel, events, steps, transcript, args.wait)

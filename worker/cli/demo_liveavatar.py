@@ -22,6 +22,7 @@ from contracts.common import Provider
 from contracts.events import Event, SessionCreated, UserTranscription
 from simulator.liveavatar import LiveAvatarAdmin
 from worker.cli.answers import is_failure, send, send_and_wait
+from worker.cli.demo_lite import speak_lite
 from worker.cli.errors import CliError, ExitCode
 from worker.cli.output import note
 
@@ -142,11 +143,15 @@ async def converse_liveavatar(
     simulator_url: str,
     wait: float,
     out_line: Callable[[str], None],
+    lite: bool = False,
 ) -> ExitCode:
     async with LiveAvatarAdmin(simulator_url) as admin:
         conversation = Conversation(channel, events, show, admin, wait)
         try:
-            await conversation.run(session_id, avatar_id, out_line)
+            if lite:
+                await speak_lite(conversation, session_id, avatar_id, out_line)
+            else:
+                await conversation.run(session_id, avatar_id, out_line)
         except CliError as exc:
             note(str(exc))
             await conversation.clean_up(session_id, out_line)

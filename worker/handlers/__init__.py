@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from worker.handlers.audio import speak_audio
 from worker.handlers.lifecycle import create_session, ice, keepalive, start_session, stop_session
 from worker.handlers.listing import list_sessions
 from worker.handlers.speech import interrupt, speak
@@ -16,20 +17,18 @@ HANDLERS: dict[str, Handler] = {
     "session.start": start_session,
     "session.ice": ice,
     "session.speak": speak,
+    "session.speak_audio": speak_audio,
     "session.interrupt": interrupt,
     "session.stop": stop_session,
     "session.keepalive": keepalive,
     "sessions.list": list_sessions,
 }
 
-SPEAK = "session.speak"
+SPEAKS = frozenset({"session.speak", "session.speak_audio"})
 STOP = "session.stop"
 # Control commands do not wait behind a running speak, and drop queued work they make moot.
 # type: (queued kinds it preempts, running kinds it overtakes)
 CONTROL_LANES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "session.interrupt": (frozenset({SPEAK}), frozenset({SPEAK})),
-    STOP: (
-        frozenset({SPEAK, "session.keepalive", "session.ice", "session.interrupt"}),
-        frozenset({SPEAK}),
-    ),
+    "session.interrupt": (SPEAKS, SPEAKS),
+    STOP: (SPEAKS | {"session.keepalive", "session.ice", "session.interrupt"}, SPEAKS),
 }

@@ -80,7 +80,7 @@ class Services:
     def credit_rate(self, session: Session) -> float:
         """Credits a minute the session is estimated to burn: its provider's published rate,
         else the configured estimate (HeyGen's legacy billing)."""
-        rate = self.provider(session).credits_per_minute
+        rate = self.provider(session).credit_rate(session.mode)
         return self.policy.credits_per_minute if rate is None else rate
 
     async def checkpoint(self, session: Session) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from pydantic import SecretStr
+
 from contracts.commands import SessionCreate
-from worker.providers.base import Created, SessionProfile
+from worker.providers.base import Created, LiveKitRoom, SessionProfile
 
 
 def profile_of(cmd: SessionCreate) -> SessionProfile:
     """The profile a provider creates a session from; reconnection reuses it."""
-    voice, stt = cmd.voice, cmd.stt_settings
+    voice, stt, room = cmd.voice, cmd.stt_settings, cmd.livekit_config
     return SessionProfile(
         avatar_id=cmd.avatar_id,
         voice_id=voice.voice_id if voice else None,
@@ -31,6 +33,9 @@ def profile_of(cmd: SessionCreate) -> SessionProfile:
         mode=cmd.mode.value if cmd.mode else "FULL",
         is_sandbox=cmd.is_sandbox,
         interactivity_type=cmd.interactivity_type.value if cmd.interactivity_type else None,
+        livekit_room=None
+        if room is None
+        else LiveKitRoom(room.livekit_url, room.livekit_room, SecretStr(room.livekit_client_token)),
     )
 
 

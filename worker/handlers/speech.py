@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import math
 import time
+from collections.abc import Iterator
 
 from contracts.commands import SessionInterrupt, SessionSpeak
 from contracts.common import RejectCode, SessionState, SpeechFinishSource, TaskMode
@@ -26,21 +27,34 @@ class SpeechNotStarted(ProviderError):
     kind = "speech_not_started"
 
 
-async def speak(cmd: SessionSpeak, ctx: CommandContext) -> None:
-    session = ctx.session(cmd.session_id)
+@contextlib.contextmanager
+def speaking(session: Session) -> Iterator[None]:
+    """A speak handler runs: a stop waits for it, so session.stopped comes last."""
     session.speaks_running += 1
     session.speaks_done.clear()
     try:
-        await _speak(cmd, ctx, session)
+        yield
     finally:
         session.speaks_running -= 1
         if not session.speaks_running:
             session.speaks_done.set()
 
 
+async def speak(cmd: SessionSpeak, ctx: CommandContext) -> None:
+    session = ctx.session(cmd.session_id)
+    with speaking(session):
+        await _speak(cmd, ctx, session)
+
+
 async def _speak(cmd: SessionSpeak, ctx: CommandContext, session: Session) -> None:
     if session.state not in SPEAKABLE:
         raise Rejected(RejectCode.WRONG_STATE, f"session {cmd.session_id} is {session.state}")
+    if session.mode == "LITE":
+        raise Rejected(
+            RejectCode.VALIDATION,
+            f"session {cmd.session_id} is a liveavatar LITE session: it speaks your own audio "
+            "(session.speak_audio), not text",
+        )
     assert session.heygen_session_id is not None
     provider = ctx.services.provider(session)
     epoch = session.interrupt_epoch
@@ -70,15 +84,15 @@ async def _speak(cmd: SessionSpeak, ctx: CommandContext, session: Session) -> No
             session.speaking_until = math.inf  # until the observed end
             await _started(ctx, session, wait)
     except SessionClosedError as exc:
-        _forget(session, cmd.command_id, failed=True)
-        if _really_closed(ctx, session, exc):
+        forget(session, cmd.command_id, failed=True)
+        if really_closed(ctx, session, exc):
             # The failed speech is reported (command.failed), not replayed on the new session.
             await reconnect(ctx.services, session, f"speak: {exc.message}", cmd)
         raise
     except BaseException:
-        _forget(session, cmd.command_id, failed=True)
+        forget(session, cmd.command_id, failed=True)
         raise
-    _settle_state(session)
+    settle_state(session)
     now = time.monotonic()
     session.touch(now)
     session.last_speech = now
@@ -127,7 +141,11 @@ async def _speak(cmd: SessionSpeak, ctx: CommandContext, session: Session) -> No
 async def _started(ctx: CommandContext, session: Session, wait: SpeechWait) -> None:
     """Wait for the observed start. Speech queued ahead of this one delays it, so the patience
     is the configured wait plus the longest those texts may take to say."""
-    ahead = sum(len(w.cause.text) for w in session.speech_waits.values() if w is not wait)
+    ahead = sum(
+        len(w.cause.text)
+        for w in session.speech_waits.values()
+        if w is not wait and isinstance(w.cause, SessionSpeak)
+    )
     patience = ctx.services.policy.speech_start_timeout_s + ahead / SLOWEST_CHARS_PER_S
     try:
         async with asyncio.timeout(patience):
@@ -146,7 +164,7 @@ async def _started(ctx: CommandContext, session: Session, wait: SpeechWait) -> N
         raise Rejected(RejectCode.CANCELLED, "cut by an interrupt or stop before it started")
 
 
-def _really_closed(ctx: CommandContext, session: Session, exc: SessionClosedError) -> bool:
+def really_closed(ctx: CommandContext, session: Session, exc: SessionClosedError) -> bool:
     """400006 right after start means the viewer has not joined yet: not a closed session."""
     if exc.closed:
         return True
@@ -175,7 +193,7 @@ def _schedule_estimated_finish(
 async def _report_finished(
     services: Services, session: Session, cause: SessionSpeak, task_id: str, duration_ms: float
 ) -> None:
-    _settle_state(session)
+    settle_state(session)
     if session.state is SessionState.STOPPED:
         return
     await services.emitter.emit(
@@ -194,14 +212,14 @@ def _longest(text: str) -> float:
     return len(text) / SLOWEST_CHARS_PER_S
 
 
-def _forget(session: Session, command_id: str, *, failed: bool = False) -> None:
+def forget(session: Session, command_id: str, *, failed: bool = False) -> None:
     """No observed end is awaited for this speak any more; `failed`: none will be reported."""
     wait = session.speech_waits.pop(command_id, None)
     if wait is not None and failed:
         wait.drop("failed")
     if not session.speech_waits and session.speaking_until == math.inf:
         session.speaking_until = 0.0
-    _settle_state(session)
+    settle_state(session)
 
 
 async def report_observed_end(services: Services, session: Session, wait: SpeechWait) -> None:
@@ -213,9 +231,9 @@ async def report_observed_end(services: Services, session: Session, wait: Speech
         await asyncio.wait({announced, dropped}, return_when=asyncio.FIRST_COMPLETED)
         announced.cancel()
         dropped.cancel()
-    if session.speech_waits.get(wait.cause.command_id) is not wait:
+    if wait not in session.speech_waits.values():
         return  # interrupted or stopped meanwhile: no finish to report
-    _forget(session, wait.cause.command_id)
+    forget(session, wait.task_id if wait.audio else wait.cause.command_id)
     await services.emitter.emit(
         SpeechFinished,
         session=session,
@@ -228,7 +246,7 @@ async def report_observed_end(services: Services, session: Session, wait: Speech
     wait.ended.set()
 
 
-def _settle_state(session: Session) -> None:
+def settle_state(session: Session) -> None:
     """Back to ready once no speech is running or queued at the provider."""
     if session.state is SessionState.SPEAKING and session.speaking_until <= time.monotonic():
         session.transition(SessionState.READY)
@@ -241,10 +259,13 @@ async def interrupt(cmd: SessionInterrupt, ctx: CommandContext) -> None:
     assert session.heygen_session_id is not None
     # Bumped before the call: a sync speak it cuts may get the provider's answer before ours.
     session.interrupt_epoch += 1
+    if session.utterance_id is not None:  # its remaining parts are refused, not spoken
+        session.interrupted_utterance = session.utterance_id
+        session.utterance_id = session.utterance_link = None
     await ctx.services.provider(session).interrupt(session.heygen_session_id, deadline=ctx.deadline)
     session.touch()
     # Interrupt ends the current speech and drops the provider's queue: no finishes follow.
     session.cancel_speech_timers()
     session.speaking_until = 0.0
-    _settle_state(session)
+    settle_state(session)
     await ctx.emit(SpeechInterrupted, session, task_id=None)

@@ -40,6 +40,15 @@ StopCause = Literal["requested", "idle", "max_duration", "expired_remotely", "sh
 
 
 @dataclass(frozen=True, slots=True)
+class LiveKitRoom:
+    """liveavatar LITE: the producer's own LiveKit room, which the avatar joins."""
+
+    url: str
+    room: str
+    client_token: SecretStr
+
+
+@dataclass(frozen=True, slots=True)
 class SessionProfile:
     """A provider-neutral description of the session to create (built from `session.create`).
 
@@ -69,6 +78,7 @@ class SessionProfile:
     mode: Literal["FULL", "LITE"] = "FULL"
     is_sandbox: bool | None = None
     interactivity_type: Literal["CONVERSATIONAL", "PUSH_TO_TALK"] | None = None
+    livekit_room: LiveKitRoom | None = None  # LITE only
 
 
 # --- what calls answer -----------------------------------------------------------------------
@@ -121,6 +131,15 @@ class Spoken:
     task_id: str
     duration_ms: float | None = None
     ended: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AudioSent:
+    """What a `speak_audio` call sent: seconds of audio, and whether an interrupt cut the
+    utterance before all of it went (the rest was dropped, never to be sent)."""
+
+    seconds: float
+    cut: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +414,21 @@ class Provider(ABC):
         then waits for the observed end). `command_id` is what `SpeechStarted`/`SpeechEnded`
         carry back; the provider may use it as its own event id or keep a mapping."""
 
+    async def speak_audio(
+        self,
+        provider_session_id: str,
+        audio: bytes,
+        *,
+        utterance_id: str,
+        final: bool,
+        deadline: float | None = None,
+    ) -> AudioSent:
+        """Have the avatar lip-sync `audio` (PCM s16le mono 24 kHz) as the next part of
+        `utterance_id`; `final` ends the utterance. Returns once all of it was sent (paced no
+        faster than the avatar needs), or an interrupt cut it. `SpeechStarted`/`SpeechEnded`
+        for `utterance_id` follow on `observed()`. Never repeats audio it may have sent."""
+        raise UnsupportedError(f"{self.name} takes no audio", endpoint="speak_audio")
+
     @abstractmethod
     async def interrupt(self, provider_session_id: str, *, deadline: float | None = None) -> None:
         """Cut the current speech and drop queued speech. Whether a `SpeechEnded` follows for the
@@ -433,6 +467,10 @@ class Provider(ABC):
     ) -> None:
         """Trickle a browser ICE candidate (heygen v1 only)."""
         raise UnsupportedError(f"{self.name} takes no ICE candidates", endpoint="ice")
+
+    def credit_rate(self, mode: Literal["FULL", "LITE"] = "FULL") -> float | None:
+        """Credits a minute one live session in `mode` burns (`SessionProfile.mode`)."""
+        return self.credits_per_minute
 
     async def credits_left(self, *, deadline: float | None = None) -> float | None:
         """The account's credit balance; None when the provider has no such figure."""

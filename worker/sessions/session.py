@@ -8,12 +8,12 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from contracts.commands import SessionCreate, SessionSpeak
-from contracts.common import SessionState
+from contracts.commands import SessionCreate, SessionSpeak, SessionSpeakAudio
+from contracts.common import LiveAvatarMode, SessionState
 
 # Which state may follow which; anything else is a bug worth failing loudly on.
 _TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
@@ -59,13 +59,16 @@ class SpeechWait:
     interrupt dropped it.
     """
 
-    cause: SessionSpeak
+    # The speak, or the first part of an audio utterance (whose observed start the observer
+    # announces: its parts do not wait for it).
+    cause: SessionSpeak | SessionSpeakAudio
     task_id: str = ""
     started: asyncio.Event = field(default_factory=asyncio.Event)
     announced: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     # Why it will never be observed: "cut" (interrupt, stop) or "lost" (the session dropped).
     dropped: str | None = None
+    audio: bool = False  # an audio utterance (keyed by its utterance id)
 
     def drop(self, why: str) -> None:
         self.dropped = self.dropped or why
@@ -124,10 +127,21 @@ class Session:
     speaks_done: asyncio.Event = field(default_factory=asyncio.Event)
     speaking_until: float = 0.0
     speech_timers: list[asyncio.TimerHandle] = field(default_factory=list)
-    # Speaks whose observed end is awaited, by command id (providers that observe speech).
+    # Speaks whose observed end is awaited, by command id (utterance id for audio).
     speech_waits: dict[str, SpeechWait] = field(default_factory=dict)
+    # LITE: the audio utterance whose parts are being sent (snapshotted), the provider session
+    # this replica sends it on (None: not this replica; "": cut and closed at the avatar), and
+    # the one an interrupt cut (snapshotted: its remaining parts are refused).
+    utterance_id: str | None = None
+    utterance_link: str | None = None
+    interrupted_utterance: str | None = None
     # Serialises (assign seq, publish) so consumers see seq in publish order.
     emit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def mode(self) -> Literal["FULL", "LITE"]:
+        """LiveAvatar's mode (FULL for every other provider's session)."""
+        return "LITE" if self.profile.mode is LiveAvatarMode.LITE else "FULL"
 
     @property
     def live(self) -> bool:

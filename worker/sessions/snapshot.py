@@ -44,6 +44,9 @@ class SessionSnapshot(BaseModel):
     characters: int
     recent_commands: list[str]
     pending_command: str | None = None
+    # LITE: an utterance open when this was written is cut for the next owner (at most once).
+    utterance_id: str | None = None
+    interrupted_utterance: str | None = None  # its remaining parts stay refused
     outbox: str | None = None
     writer: str
     written_at: datetime
@@ -80,6 +83,8 @@ class SessionSnapshot(BaseModel):
             characters=session.characters,
             recent_commands=list(session.recent_commands),
             pending_command=session.pending_command,
+            utterance_id=session.utterance_id,
+            interrupted_utterance=session.interrupted_utterance,
             outbox=session.outbox.decode() if session.outbox else None,
             writer=writer,
             written_at=now_wall,
@@ -119,5 +124,7 @@ class SessionSnapshot(BaseModel):
         session.billed_reported = session.billed_before
         session.recent_commands.extend(self.recent_commands)
         session.pending_command = self.pending_command
+        session.utterance_id = self.utterance_id
+        session.interrupted_utterance = self.interrupted_utterance
         session.outbox = self.outbox.encode() if self.outbox else None
         return session

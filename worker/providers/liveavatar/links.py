@@ -1,5 +1,5 @@
-"""Makes each session's room link: LiveKit's SDK for LiveAvatar's rooms, the WebSocket for the
-simulator's stand-in (see `is_room_stand_in`)."""
+"""Makes each session's link: LiveKit's SDK for LiveAvatar's rooms, the WebSocket for the
+simulator's stand-in (see `is_room_stand_in`), and LITE's ws_url socket."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import aiohttp
 
+from worker.providers.liveavatar.lite_link import LiteLink
 from worker.providers.liveavatar.livekit_link import LiveKitRoomLink
 from worker.providers.liveavatar.room import RoomLink, is_room_stand_in
 from worker.providers.liveavatar.ws_link import WebSocketRoomLink
@@ -35,10 +36,18 @@ class RoomLinks:
                 "WebSocket, not LiveKit",
                 self._api_base_url,
             )
+        return WebSocketRoomLink(self._sockets())
+
+    def lite(self) -> RoomLink:
+        """A new, unconnected link for a LITE session's ws_url."""
+        return LiteLink(self._sockets())
+
+    def _sockets(self) -> aiohttp.ClientSession:
+        if self._http is None:
             # Each link holds its connection for the session's life: no pool limit (aiohttp's
             # default of 100 would stall the 101st join).
             self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        return WebSocketRoomLink(self._http)
+        return self._http
 
     async def aclose(self) -> None:
         if self._http is not None:

@@ -57,7 +57,9 @@ class LiveKitRoomLink(RoomLink):
         self._room: Room | None = None
         self._closing = False
 
-    async def connect(self, url: str, token: SecretStr) -> None:
+    async def connect(self, url: str, token: SecretStr | None) -> None:
+        if token is None:
+            raise RoomLinkError("a LiveKit room takes an agent token")
         room = self._room_factory()
         room.on("data_received", self._on_data)
         room.on("disconnected", self._on_disconnected)

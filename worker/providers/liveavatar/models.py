@@ -52,6 +52,12 @@ class AvatarPersona(_Request):
     language: str | None = None
 
 
+class LiveKitConfig(_Request):
+    livekit_url: str
+    livekit_room: str
+    livekit_client_token: str
+
+
 class SessionConfig(_Request):
     """Body of POST /v1/sessions/token. FULL mode needs `avatar_persona` (possibly empty)."""
 
@@ -62,6 +68,7 @@ class SessionConfig(_Request):
     max_session_duration: int | None = Field(default=None, ge=1)
     avatar_persona: AvatarPersona | None = None
     interactivity_type: InteractivityType | None = None
+    livekit_config: LiveKitConfig | None = Field(default=None, repr=False)  # LITE
 
 
 class SessionToken(_Answer):

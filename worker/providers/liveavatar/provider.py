@@ -1,26 +1,28 @@
-"""LiveAvatar FULL mode as a `Provider`: sessions over REST, speech and the avatar's events over
-each session's room link.
+"""LiveAvatar as a `Provider`: sessions over REST, speech and the avatar's events over each
+session's link: the LiveKit room (FULL: text) or the `ws_url` WebSocket (LITE: your audio).
 
-create = token + start (billed from the start); start = join the room with the agent token kept
-in `Created.resume`, and read its packets into `observed()`. A speak's packet carries the
-command id as its `event_id`, so the observed start and end name the speak they answer.
+create = token + start (billed from the start); start = join the room with the agent token, or
+open the ws_url, kept in `Created.resume`, and read its messages into `observed()`. A FULL
+speak's packet carries the command id as its `event_id`, a LITE chunk its utterance id, so the
+observed start and end name what they answer. A LITE ws_url that drops is reopened at once;
+only when that fails is the link reported lost (the worker then replaces the session).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
 from worker.providers.base import (
+    AudioSent,
     BrowserConnection,
     Created,
     InvalidRequestError,
@@ -42,12 +44,14 @@ from worker.providers.base import (
     TransportError,
     UnsupportedError,
 )
-from worker.providers.liveavatar import packets
+from worker.providers.liveavatar import lite_messages, packets
+from worker.providers.liveavatar.attached import Attached, LiteOptions, link_of, resume_of
+from worker.providers.liveavatar.audio import Utterance
 from worker.providers.liveavatar.client import LiveAvatarClient
 from worker.providers.liveavatar.config import session_config
 from worker.providers.liveavatar.errors import SessionStartError
 from worker.providers.liveavatar.links import RoomLinks
-from worker.providers.liveavatar.models import EndReason, StartedSession
+from worker.providers.liveavatar.models import EndReason
 from worker.providers.liveavatar.room import PacketTooLargeError, RoomLink, RoomLinkError
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,8 @@ log = logging.getLogger(__name__)
 JOIN_TIMEOUT_S = 15.0
 # Stopping a session whose start failed gets its own time: the caller's deadline may be spent.
 CLEANUP_TIMEOUT_S = 10.0
+
+LITE_CREDITS_PER_MINUTE = 1.0
 
 END_REASONS: Mapping[StopCause, EndReason] = {
     "requested": "USER_CLOSED",
@@ -72,32 +78,6 @@ class _Closed:
     """Ends observed(): the provider was closed."""
 
 
-@dataclass(eq=False)
-class _Attached:
-    """A session whose room this provider has joined (or is joining)."""
-
-    resume: SecretStr
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    link: RoomLink | None = None
-    reader: asyncio.Task[None] | None = None
-    stopping: bool = False  # our own stop: the room's session.stopped is not news
-
-
-def _resume(started: StartedSession) -> SecretStr:
-    if started.livekit_agent_token is None:
-        raise ServerError("start answered no livekit_agent_token", endpoint="sessions.start")
-    room = {"url": started.livekit_url, "token": started.livekit_agent_token.get_secret_value()}
-    return SecretStr(json.dumps(room))
-
-
-def _room_of(resume: SecretStr) -> tuple[str, SecretStr]:
-    try:
-        room = json.loads(resume.get_secret_value())
-        return str(room["url"]), SecretStr(str(room["token"]))
-    except (ValueError, KeyError, TypeError):
-        raise ServerError("resume is not this provider's", endpoint="room.join") from None
-
-
 def _remaining(deadline: float | None, cap: float) -> float:
     return cap if deadline is None else min(cap, deadline - time.monotonic())
 
@@ -105,14 +85,23 @@ def _remaining(deadline: float | None, cap: float) -> float:
 class LiveAvatarProvider(Provider):
     name = "liveavatar"
     observes_speech = True
-    credits_per_minute = 2.0  # FULL mode
+    credits_per_minute = 2.0  # FULL mode; LITE burns half (credit_rate)
     idle_close_s = 300.0
 
-    def __init__(self, client: LiveAvatarClient, links: RoomLinks | None = None) -> None:
+    def __init__(
+        self,
+        client: LiveAvatarClient,
+        links: RoomLinks | None = None,
+        lite: LiteOptions | None = None,
+    ) -> None:
         self.client = client
         self._links = links or RoomLinks(client.base_url)
-        self._attached: dict[str, _Attached] = {}
+        self._lite = lite or LiteOptions()
+        self._attached: dict[str, Attached] = {}
         self._observed: asyncio.Queue[Observed | _Closed] = asyncio.Queue()
+
+    def credit_rate(self, mode: Literal["FULL", "LITE"] = "FULL") -> float | None:
+        return LITE_CREDITS_PER_MINUTE if mode == "LITE" else self.credits_per_minute
 
     # --- REST --------------------------------------------------------------------------------
 
@@ -125,7 +114,7 @@ class LiveAvatarProvider(Provider):
                 await self._stop_after_failed_start(failed.session_id)
             raise failed.cause from failed
         try:
-            resume = _resume(started)
+            resume = resume_of(started)
         except ServerError:
             await self._stop_after_failed_start(started.session_id)
             raise
@@ -150,6 +139,12 @@ class LiveAvatarProvider(Provider):
             )
 
     async def keep_alive(self, provider_session_id: str, *, deadline: float | None = None) -> None:
+        """Over REST in FULL; over the ws_url in LITE (as LiveAvatar's integrations do)."""
+        attached = self._attached.get(provider_session_id)
+        if attached is not None and attached.lite:
+            message = lite_messages.keep_alive()
+            await self._send(provider_session_id, message, "lite.keep-alive", deadline)
+            return
         await self.client.keep_alive(provider_session_id, deadline=deadline)
 
     async def stop(
@@ -215,7 +210,7 @@ class LiveAvatarProvider(Provider):
                 raise SessionClosedError(
                     "no room details for this session", endpoint="room.join", closed=False
                 )
-            attached = self._attached[provider_session_id] = _Attached(resume)
+            attached = self._attached[provider_session_id] = Attached(resume)
         elif resume is not None:
             attached.resume = resume
         await self._linked(provider_session_id, attached, deadline)
@@ -231,11 +226,62 @@ class LiveAvatarProvider(Provider):
         deadline: float | None = None,
     ) -> Spoken:
         """Always async: LiveAvatar answers a speak only with the observed start and end."""
+        attached = self._attached.get(provider_session_id)
+        if attached is not None and attached.lite:
+            raise UnsupportedError(
+                "a liveavatar LITE session speaks audio (session.speak_audio), not text",
+                endpoint="room.speak",
+            )
         packet = packets.speak(provider_session_id, command_id, text, task_type)
         await self._send(provider_session_id, packet, "room.speak", deadline)
         return Spoken(command_id)
 
+    async def speak_audio(
+        self,
+        provider_session_id: str,
+        audio: bytes,
+        *,
+        utterance_id: str,
+        final: bool,
+        deadline: float | None = None,
+    ) -> AudioSent:
+        attached = self._attached.get(provider_session_id)
+        if attached is None or not attached.lite:
+            raise UnsupportedError(
+                "only a liveavatar LITE session takes audio", endpoint="lite.speak"
+            )
+        ids = self._lite.event_ids
+        utterance = attached.utterance
+        if utterance is None or utterance.utterance_id != utterance_id:
+            if utterance is not None:  # left without its final part: ended before the next
+                end = lite_messages.speak_end(ids.end(utterance.utterance_id))
+                await self._send(provider_session_id, end, "lite.speak", deadline)
+            utterance = attached.utterance = Utterance(utterance_id)
+        before = utterance.sent_s
+        for chunk in utterance.split(audio):
+            if not await utterance.paced(self._lite.lead_s):
+                break
+            message = lite_messages.speak(ids.chunk(utterance_id, utterance.chunks), chunk)
+            await self._send(provider_session_id, message, "lite.speak", deadline)
+            utterance.sent(chunk)
+        if utterance.cut.is_set():
+            return AudioSent(utterance.sent_s - before, cut=True)
+        if final:
+            end = lite_messages.speak_end(ids.end(utterance_id))
+            await self._send(provider_session_id, end, "lite.speak", deadline)
+            attached.utterance = None
+        return AudioSent(utterance.sent_s - before)
+
     async def interrupt(self, provider_session_id: str, *, deadline: float | None = None) -> None:
+        attached = self._attached.get(provider_session_id)
+        if attached is not None and attached.lite:
+            # Chunks not sent yet are dropped at once, before the avatar hears of it.
+            if attached.utterance is not None:
+                attached.utterance.cut.set()
+                attached.utterance = None
+            message = lite_messages.interrupt()
+            await self._send(provider_session_id, message, "lite.interrupt", deadline)
+            return
         packet = packets.interrupt(provider_session_id, str(uuid.uuid4()))
         await self._send(provider_session_id, packet, "room.interrupt", deadline)
 
@@ -265,7 +311,16 @@ class LiveAvatarProvider(Provider):
             )
         link = await self._linked(session_id, attached, deadline)
         try:
-            await link.send(packet)
+            try:
+                await link.send(packet)
+            except RoomLinkError:
+                if not attached.lite:
+                    raise
+                # The ws_url refused the frame (it was not written): once more on a new one.
+                relinked = await self._relink(session_id, attached, link)
+                if relinked is None:
+                    raise
+                await relinked.send(packet)
         except PacketTooLargeError as error:
             raise InvalidRequestError(str(error), endpoint=endpoint) from None
         except RoomLinkError as error:
@@ -273,24 +328,15 @@ class LiveAvatarProvider(Provider):
             raise TransportError(str(error), endpoint=endpoint, request_sent=True) from None
 
     async def _linked(
-        self, session_id: str, attached: _Attached, deadline: float | None
+        self, session_id: str, attached: Attached, deadline: float | None
     ) -> RoomLink:
         """The session's live link, joining the room first when it has none (or it dropped)."""
         async with attached.lock:
             reader = attached.reader
             if attached.link is not None and reader is not None and not reader.done():
                 return attached.link
-            url, token = _room_of(attached.resume)
-            link = self._links(url)
-            budget = _remaining(deadline, JOIN_TIMEOUT_S)
             try:
-                async with asyncio.timeout(budget):
-                    await link.connect(url, token)
-            except TimeoutError:
-                await link.close()
-                raise ProviderTimeoutError(
-                    f"room not joined within {budget:.3g}s", endpoint="room.join"
-                ) from None
+                link = await self._open(attached, _remaining(deadline, JOIN_TIMEOUT_S))
             except RoomLinkError as error:
                 reason = await self._end_reason(session_id, deadline)
                 if reason is not None:  # not a link problem: the session is over
@@ -304,29 +350,81 @@ class LiveAvatarProvider(Provider):
             )
             return link
 
-    async def _read(self, session_id: str, attached: _Attached, link: RoomLink) -> None:
-        """The room's packets into observed(). A drop is LinkLost, or RemoteStopped when
-        LiveAvatar says the session ended and its session.stopped never reached us; nothing when
-        session.stopped came already or we are leaving."""
-        ended = False
+    async def _open(self, attached: Attached, budget: float) -> RoomLink:
+        """A new link for the session, connected within `budget` seconds."""
+        url, token = link_of(attached.resume)
+        link = self._links(url) if token is not None else self._links.lite()
         try:
-            async for packet in link.packets():
-                event = packets.observed(packet, session_id)
-                if event is None or attached.stopping:
+            async with asyncio.timeout(budget):
+                await link.connect(url, token)
+        except TimeoutError:
+            await link.close()
+            raise ProviderTimeoutError(
+                f"room not joined within {budget:.3g}s", endpoint="room.join"
+            ) from None
+        return link
+
+    async def _relink(
+        self, session_id: str, attached: Attached, dropped: RoomLink
+    ) -> RoomLink | None:
+        """A LITE ws_url that dropped, reopened (once for the reader and senders together);
+        None when it cannot be."""
+        async with attached.lock:
+            if attached.link is not dropped:
+                return attached.link
+            try:
+                link = await self._open(attached, JOIN_TIMEOUT_S)
+            except (RoomLinkError, ProviderTimeoutError) as error:
+                log.warning(
+                    "cannot reopen the ws_url of LiveAvatar session %s: %s", session_id, error
+                )
+                return None
+            attached.link = link  # before the old one closes: its reader follows to this one
+            await dropped.close()
+            log.info("reopened the ws_url of LiveAvatar session %s", session_id)
+            return link
+
+    async def _read(self, session_id: str, attached: Attached, link: RoomLink | None) -> None:
+        """The link's messages into observed(). A LITE ws_url that drops is reopened first. A
+        drop is LinkLost, or RemoteStopped when LiveAvatar says the session ended and its
+        session.stopped never reached us; nothing when session.stopped came already or we are
+        leaving."""
+        while link is not None:
+            try:
+                await self._relay(session_id, attached, link)
+            except RoomLinkError as error:
+                if attached.ended or attached.stopping:
+                    break
+                link = await self._relink(session_id, attached, link) if attached.lite else None
+                if link is not None:
                     continue
-                ended = ended or isinstance(event, RemoteStopped)
-                self._observed.put_nowait(event)
-        except RoomLinkError as error:
-            if not (ended or attached.stopping):
                 reason = await self._end_reason(session_id, time.monotonic() + CLEANUP_TIMEOUT_S)
-                ended = reason is not None
+                attached.ended = reason is not None
                 lost = LinkLost(session_id, str(error))
                 self._observed.put_nowait(RemoteStopped(session_id, reason) if reason else lost)
-        if ended and self._attached.get(session_id) is attached:
+            else:
+                # Closed here: by our stop, or replaced by a sender that reopened it first.
+                if attached.stopping or attached.link is link:
+                    return
+                link = attached.link
+        if attached.ended and self._attached.get(session_id) is attached:
             del self._attached[session_id]
-            await link.close()
+            if attached.link is not None:
+                await attached.link.close()
 
-    async def _detach(self, attached: _Attached) -> None:
+    async def _relay(self, session_id: str, attached: Attached, link: RoomLink) -> None:
+        ids = self._lite.event_ids
+        async for packet in link.packets():
+            if attached.lite:
+                event = lite_messages.observed(packet, session_id, ids)
+            else:
+                event = packets.observed(packet, session_id)
+            if event is None or attached.stopping:
+                continue
+            attached.ended = attached.ended or isinstance(event, RemoteStopped)
+            self._observed.put_nowait(event)
+
+    async def _detach(self, attached: Attached) -> None:
         if attached.link is not None:
             await attached.link.close()
         if attached.reader is not None:

@@ -45,13 +45,11 @@ class _Ended:
     error: RoomLinkError | None
 
 
-def encode(packet: Mapping[str, Any]) -> bytes:
+def encode(packet: Mapping[str, Any], limit: int = MAX_PACKET_BYTES) -> bytes:
     """The packet as UTF-8 JSON (not \\u-escaped: 2,000 characters of text must fit)."""
     data = json.dumps(packet, separators=(",", ":"), ensure_ascii=False).encode()
-    if len(data) > MAX_PACKET_BYTES:
-        raise PacketTooLargeError(
-            f"the packet is {len(data)} bytes; a reliable data packet holds {MAX_PACKET_BYTES}"
-        )
+    if len(data) > limit:
+        raise PacketTooLargeError(f"the packet is {len(data)} bytes; the link carries {limit}")
     return data
 
 
@@ -67,8 +65,9 @@ class RoomLink(ABC):
         self._ended = False
 
     @abstractmethod
-    async def connect(self, url: str, token: SecretStr) -> None:
-        """Join the room at `url` with the agent token; RoomLinkError when refused."""
+    async def connect(self, url: str, token: SecretStr | None) -> None:
+        """Join the room at `url` with the agent token (None: the URL carries its own
+        authorisation, as LITE's ws_url); RoomLinkError when refused."""
 
     @abstractmethod
     async def send(self, packet: Mapping[str, Any]) -> None:

@@ -12,13 +12,16 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-from worker.providers.liveavatar.room import RoomLink, RoomLinkError, encode
+from worker.providers.liveavatar.room import MAX_PACKET_BYTES, RoomLink, RoomLinkError, encode
 
 HEARTBEAT_S = 15.0
 
 
 class WebSocketRoomLink(RoomLink):
     """`http` is shared by every link of a provider and closed by it, not by the link."""
+
+    # The largest frame sent: a LiveKit data packet's payload (the stand-in's is the same).
+    max_frame_bytes = MAX_PACKET_BYTES
 
     def __init__(self, http: aiohttp.ClientSession) -> None:
         super().__init__()
@@ -27,21 +30,34 @@ class WebSocketRoomLink(RoomLink):
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
 
-    async def connect(self, url: str, token: SecretStr) -> None:
+    async def connect(self, url: str, token: SecretStr | None) -> None:
+        if token is None:
+            raise RoomLinkError("the room stand-in takes an agent token")
         headers = {"Authorization": f"Bearer {token.get_secret_value()}"}
+        self._listen(await self._handshake(url, headers))
+
+    async def _handshake(
+        self, url: str, headers: Mapping[str, str] | None = None
+    ) -> aiohttp.ClientWebSocketResponse:
+        """The open socket; RoomLinkError without the URL (it may carry a secret)."""
         try:
-            self._socket = await self._http.ws_connect(url, headers=headers, heartbeat=HEARTBEAT_S)
+            socket = await self._http.ws_connect(url, headers=headers, heartbeat=HEARTBEAT_S)
         except aiohttp.WSServerHandshakeError as exc:
             raise RoomLinkError(f"the room refused the link: HTTP {exc.status}") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise RoomLinkError(f"cannot reach the room: {type(exc).__name__}") from None
-        self._reader = asyncio.create_task(self._read(self._socket), name="liveavatar-room-link")
+        self._socket = socket
+        return socket
+
+    def _listen(self, socket: aiohttp.ClientWebSocketResponse) -> None:
+        """Read the socket's text frames into `packets()` from now on."""
+        self._reader = asyncio.create_task(self._read(socket), name="liveavatar-room-link")
 
     async def send(self, packet: Mapping[str, Any]) -> None:
         socket = self._socket
         if socket is None or socket.closed or self._ended:
             raise RoomLinkError("the room link is not connected")
-        frame = encode(packet).decode()
+        frame = encode(packet, self.max_frame_bytes).decode()
         try:
             await socket.send_str(frame)
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
