@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from simulator.context import SIMULATOR
+from simulator.faults import FaultInjector
 from simulator.settings import FaultSpec
 from simulator.state import CloseReason
 
@@ -27,27 +29,36 @@ async def _json_body(request: web.Request) -> Any:
         ) from None
 
 
-async def add_faults(request: web.Request) -> web.Response:
-    """POST /_admin/faults with one fault object or a list of them."""
-    sim = request.app[SIMULATOR]
-    body = await _json_body(request)
-    items = body if isinstance(body, list) else [body]
-    try:
-        specs = [FaultSpec.model_validate(item) for item in items]
-    except ValidationError as exc:
-        return _error(400, str(exc))
-    for spec in specs:
-        sim.faults.add(spec)
-    return web.json_response({"faults": sim.faults.describe()})
+def add_fault_routes(
+    router: web.UrlDispatcher,
+    prefix: str,
+    injector: Callable[[web.Request], FaultInjector],
+    model: type[FaultSpec],
+) -> None:
+    """{prefix}/faults: POST one fault object or a list of them, GET them, DELETE them all."""
 
+    async def add(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        try:
+            specs = [
+                model.model_validate(item) for item in (body if isinstance(body, list) else [body])
+            ]
+        except ValidationError as exc:
+            return _error(400, str(exc))
+        for spec in specs:
+            injector(request).add(spec)
+        return web.json_response({"faults": injector(request).describe()})
 
-async def list_faults(request: web.Request) -> web.Response:
-    return web.json_response({"faults": request.app[SIMULATOR].faults.describe()})
+    async def listed(request: web.Request) -> web.Response:
+        return web.json_response({"faults": injector(request).describe()})
 
+    async def cleared(request: web.Request) -> web.Response:
+        injector(request).clear()
+        return web.json_response({"faults": []})
 
-async def clear_faults(request: web.Request) -> web.Response:
-    request.app[SIMULATOR].faults.clear()
-    return web.json_response({"faults": []})
+    router.add_post(f"{prefix}/faults", add)
+    router.add_get(f"{prefix}/faults", listed)
+    router.add_delete(f"{prefix}/faults", cleared)
 
 
 async def close_session(request: web.Request) -> web.Response:
@@ -92,9 +103,7 @@ async def stats(request: web.Request) -> web.Response:
 
 def register(app: web.Application) -> None:
     router = app.router
-    router.add_post("/_admin/faults", add_faults)
-    router.add_get("/_admin/faults", list_faults)
-    router.add_delete("/_admin/faults", clear_faults)
+    add_fault_routes(router, "/_admin", lambda request: request.app[SIMULATOR].faults, FaultSpec)
     router.add_post("/_admin/sessions/{session_id}/close", close_session)
     router.add_post("/_admin/reset", reset)
     router.add_get("/_admin/config", get_config)

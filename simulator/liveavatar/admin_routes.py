@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from simulator.admin_routes import _error, _json_body
+from simulator.admin_routes import _error, _json_body, add_fault_routes
 from simulator.liveavatar.context import LIVEAVATAR, LiveAvatarSimulator
 from simulator.liveavatar.settings import LiveAvatarFault
 from simulator.liveavatar.state import Session, Status
@@ -62,29 +62,6 @@ async def _parsed(request: web.Request, model: type[M]) -> M:
         return model.model_validate(body or {})
     except ValidationError as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
-
-
-async def add_faults(request: web.Request) -> web.Response:
-    sim = request.app[LIVEAVATAR]
-    body = await _json_body(request)
-    try:
-        specs = [
-            LiveAvatarFault.model_validate(i) for i in (body if isinstance(body, list) else [body])
-        ]
-    except ValidationError as exc:
-        return _error(400, str(exc))
-    for spec in specs:
-        sim.faults.add(spec)
-    return web.json_response({"faults": sim.faults.describe()})
-
-
-async def list_faults(request: web.Request) -> web.Response:
-    return web.json_response({"faults": request.app[LIVEAVATAR].faults.describe()})
-
-
-async def clear_faults(request: web.Request) -> web.Response:
-    request.app[LIVEAVATAR].faults.clear()
-    return web.json_response({"faults": []})
 
 
 async def end_session(request: web.Request) -> web.Response:
@@ -162,9 +139,9 @@ async def reset(request: web.Request) -> web.Response:
 
 def register_admin(app: web.Application) -> None:
     router = app.router
-    router.add_post(f"{PREFIX}/faults", add_faults)
-    router.add_get(f"{PREFIX}/faults", list_faults)
-    router.add_delete(f"{PREFIX}/faults", clear_faults)
+    add_fault_routes(
+        router, PREFIX, lambda request: request.app[LIVEAVATAR].faults, LiveAvatarFault
+    )
     router.add_post(f"{PREFIX}/sessions/{{session_id}}/end", end_session)
     router.add_post(f"{PREFIX}/sessions/{{session_id}}/utterance", utterance)
     router.add_post(f"{PREFIX}/sessions/{{session_id}}/drop-room", drop_room)
