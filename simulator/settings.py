@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -38,12 +39,20 @@ RUNTIME_FIELDS: tuple[str, ...] = (
 )
 
 
-def _check_endpoint(name: str) -> str:
-    if name != ANY_ENDPOINT and name not in ENDPOINTS:
-        raise ValueError(
-            f"unknown endpoint {name!r}; expected '*' or one of {', '.join(ENDPOINTS)}"
-        )
-    return name
+def endpoint_check(endpoints: Sequence[str], api: str) -> Callable[[str], str]:
+    """A validator of a fault's endpoint: '*' or one of `endpoints` of the `api` simulated."""
+
+    def check(name: str) -> str:
+        if name != ANY_ENDPOINT and name not in endpoints:
+            raise ValueError(
+                f"unknown {api} endpoint {name!r}; expected '*' or one of {', '.join(endpoints)}"
+            )
+        return name
+
+    return check
+
+
+_check_endpoint = endpoint_check(ENDPOINTS, "HeyGen")
 
 
 def _check_latency_keys(value: dict[str, Latency]) -> dict[str, Latency]:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from simulator.settings import ANY_ENDPOINT, FaultSpec, _split_list
+from simulator.settings import ANY_ENDPOINT, FaultSpec, _split_list, endpoint_check
 
 # Endpoint names: the path after "/v1/" with "/" as "."; "room" is the room stand-in's socket,
 # "lite" a LITE session's ws_url.
@@ -42,12 +42,7 @@ RUNTIME_FIELDS: tuple[str, ...] = (
 )
 
 
-def _check_endpoint(name: str) -> str:
-    if name != ANY_ENDPOINT and name not in ENDPOINTS:
-        raise ValueError(
-            f"unknown LiveAvatar endpoint {name!r}; expected '*' or one of {', '.join(ENDPOINTS)}"
-        )
-    return name
+_check_endpoint = endpoint_check(ENDPOINTS, "LiveAvatar")
 
 
 class LiveAvatarFault(FaultSpec):
