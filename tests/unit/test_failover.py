@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aio_pika import RobustConnection
 
-from worker.bus.connection import split_urls
+from worker.bus.connection import redact, split_urls
 from worker.settings import WorkerSettings
 
 
@@ -26,3 +26,8 @@ def test_aio_pika_still_has_the_reconnection_step_the_failover_overrides() -> No
     # FailoverConnection overrides this private step of aio-pika's reconnection loop: if a
     # new aio-pika renames it, failover would silently stop; this fails instead.
     assert callable(getattr(RobustConnection, "_RobustConnection__connect_transport", None))
+
+
+def test_every_password_of_several_urls_is_redacted() -> None:
+    urls = "amqp://u:secret1@a:5672/v,amqps://u:secret2@b/v"
+    assert redact(urls) == "amqp://u:***@a:5672/v,amqps://u:***@b/v"

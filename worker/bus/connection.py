@@ -31,7 +31,7 @@ def split_urls(value: str) -> list[str]:
     for url in urls:
         if URL(url).scheme not in ("amqp", "amqps"):
             raise ValueError(
-                f"AMQP_URL entries must be amqp:// or amqps:// URLs, got {redacted(url)}"
+                f"AMQP_URL entries must be amqp:// or amqps:// URLs, got {redact(url)}"
             )
     return urls
 
@@ -46,9 +46,17 @@ def broker_reply(exc: BaseException) -> str | None:
     return texts[-1] if texts and _REPLY.match(texts[-1]) else None
 
 
-def redacted(url: URL | str) -> str:
-    url = URL(url)
-    return str(url.with_password("******")) if url.password else str(url)
+def redact(urls: URL | str) -> str:
+    """The URL, or each of comma-separated URLs, without its password: fit for logs and errors."""
+    return ",".join(_redact_one(part) for part in str(urls).split(","))
+
+
+def _redact_one(url: str) -> str:
+    try:
+        parsed = URL(url)
+    except ValueError:
+        return "<unparsable URL>"
+    return str(parsed.with_password("***")) if parsed.password else url
 
 
 class FailoverConnection(RobustConnection):
@@ -63,7 +71,7 @@ class FailoverConnection(RobustConnection):
         if self.connection_attempt and len(self.urls) > 1:
             at = self.urls.index(self.url) if self.url in self.urls else -1
             self.url = self.urls[(at + 1) % len(self.urls)]
-            log.info("reconnecting to RabbitMQ at %s", redacted(self.url))
+            log.info("reconnecting to RabbitMQ at %s", redact(self.url))
         await super()._RobustConnection__connect_transport()  # type: ignore[misc]
 
 
@@ -88,7 +96,7 @@ async def connect_failover(
         except (ConnectionError, OSError, aio_pika.exceptions.AMQPError) as exc:
             failure = exc
             if len(parsed) > 1:
-                log.warning("RabbitMQ at %s does not answer: %r", redacted(url), exc)
+                log.warning("RabbitMQ at %s does not answer: %r", redact(url), exc)
             continue
         connection.urls = parsed
         return connection

@@ -10,10 +10,9 @@ from contextlib import asynccontextmanager, contextmanager
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractConnection
-from yarl import URL
 
 from contracts.client import CommandNotRoutedError
-from worker.bus.connection import broker_reply, split_urls
+from worker.bus.connection import broker_reply, redact, split_urls
 from worker.cli.errors import CliError, ExitCode
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -22,15 +21,6 @@ START_WORKER_HINT = "start the worker once (`heygen-worker run`): it declares th
 
 def default_amqp_url() -> str:
     return os.environ.get("AMQP_URL") or DEFAULT_AMQP_URL
-
-
-def redact(url: str) -> str:
-    """The URL without its password, fit for error messages."""
-    try:
-        parsed = URL(url)
-    except ValueError:
-        return "<unparsable URL>"
-    return str(parsed.with_password("***")) if parsed.password else str(parsed)
 
 
 CONNECTION_NAME = "heygen-worker-cli"  # how the management UI names the CLI's connections

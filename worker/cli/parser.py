@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from importlib.metadata import PackageNotFoundError, version
 
+from worker.bus.connection import redact
 from worker.cli import dead_letters, demo, publish, serve, tail
-from worker.cli.broker import default_amqp_url, redact
+from worker.cli.broker import default_amqp_url
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 
